@@ -1,0 +1,1 @@
+"""sds evolution: config, controller, selection, operators, prompts and the `sds` CLI."""
