@@ -1,0 +1,83 @@
+"""What flows between the controller and the mutation operators.
+
+Operators never touch the database: they get a frozen `MutationContext` and return a
+`Proposal` (new code for one slot, or a new runtime spec) or a `Rejected` (with the reason),
+plus the LLM calls they made, which the controller records.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A program (one slot's code) inside a runtime, with what is known of it."""
+
+    runtime_id: int | None
+    program_id: int | None
+    slot: str
+    code: str
+    spec: dict[str, Any]  # the RuntimeSpec dict of the runtime it belongs to
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MutationContext:
+    """Everything an operator may use to propose a child of `parent`."""
+
+    slot: str
+    contract: str  # the slot's contract docstring
+    parent: Candidate
+    second_parent: Candidate | None = None  # for crossover operators
+    inspirations: tuple[Candidate, ...] = ()
+    recent_failures: tuple[str, ...] = ()  # "stage: error" lines of recent failed children
+    rng: random.Random = field(default_factory=random.Random)
+    budget_ok: Callable[[float], bool] = lambda est_cost: True  # checked before each LLM call
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCallRecord:
+    """One call to an LLM endpoint, successful or not."""
+
+    model: str
+    prompt: str
+    response: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_s: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A child: new code for `slot` (code) and/or new slot choices/params (spec)."""
+
+    operator: str
+    slot: str
+    code: str | None = None
+    spec: dict[str, Any] | None = None
+    llm_calls: tuple[LLMCallRecord, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An attempt that produced no valid child, with the reason shown to later prompts."""
+
+    operator: str
+    slot: str
+    reason: str
+    llm_calls: tuple[LLMCallRecord, ...] = ()
+
+
+class Operator(Protocol):
+    """A mutation operator: `propose(ctx)` returns a Proposal or a Rejected, never raises."""
+
+    name: str
+
+    def propose(self, ctx: MutationContext) -> Proposal | Rejected: ...
