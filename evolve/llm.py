@@ -1,0 +1,280 @@
+"""The LLM client: one chat call to any OpenAI-compatible endpoint, with our own retries.
+
+Built on the real `openai` package (OpenAI, vLLM, SGLang, llama.cpp and Ollama all speak its
+API at a `base_url`). The client's own retries are switched off (`max_retries=0`) so that
+every attempt, failed or not, becomes an `LLMCallRecord` the controller stores with tokens,
+cost and latency. The dollar budget is asked before every attempt.
+
+Example:
+    settings = LLMSettings.from_dict({"models": {"gpt-4o-mini": 1.0},
+                                      "base_url": "http://127.0.0.1:8000/v1",
+                                      "prices": {"gpt-4o-mini": [0.15, 0.60]}})
+    result = LLMClient(settings).chat("Say hi", rng=random.Random(0))
+    result.text, result.calls
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import openai
+
+from evolve.operators.base import LLMCallRecord
+
+log = logging.getLogger(__name__)
+
+# 408 and 409 are retried by the openai client itself too: transient on every server we know.
+RETRY_STATUSES = frozenset({408, 409, 429})
+NO_KEY = "sds-no-key"  # local servers want any non-empty key
+SETTINGS_KEYS = frozenset({"models", "base_url", "api_key_env", "temperature", "max_tokens",
+                           "timeout_s", "retries", "backoff_s", "backoff_max_s", "prices",
+                           "system_prompt"})
+
+
+class LLMConfigError(ValueError):
+    """LLM settings that cannot work, naming the key, the bad value and what is expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class LLMSettings:
+    """How to reach an endpoint and what to pay: see `from_dict` for the accepted keys."""
+
+    models: tuple[tuple[str, float], ...]  # (model name, sampling weight)
+    base_url: str | None = None
+    api_key_env: str | None = None  # environment variable holding the key
+    temperature: float = 0.8
+    max_tokens: int = 4096
+    timeout_s: float = 120.0
+    retries: int = 3  # extra attempts after the first, on 429 / 5xx / timeouts / connection
+    backoff_s: float = 1.0  # first back-off; doubles per retry, with full jitter
+    backoff_max_s: float = 60.0
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # USD per 1M in/out
+    system_prompt: str | None = None
+
+    @staticmethod
+    def from_dict(d: dict[str, Any], where: str = "llm") -> LLMSettings:
+        """Validate a settings mapping; errors name `where.key`, the value and the expected form.
+
+        Keys: models ({name: weight} | [{name, weight}] | "name"), base_url, api_key_env,
+        temperature, max_tokens, timeout_s, retries, backoff_s, backoff_max_s,
+        prices ({model: [usd_per_1M_in, usd_per_1M_out]} or {model: {input, output}};
+        every model must have one, 0 for a free local server), system_prompt.
+        """
+        if dataclasses.is_dataclass(d) and not isinstance(d, type):
+            d = dataclasses.asdict(d)  # evolve.config.LLMConfig
+        if not isinstance(d, dict):
+            raise LLMConfigError(f"{where} must be a mapping, got {d!r}")
+        unknown = set(d) - SETTINGS_KEYS
+        if unknown:
+            raise LLMConfigError(f"{where}: unknown key(s) {sorted(unknown)}; "
+                                 f"expected some of {sorted(SETTINGS_KEYS)}")
+        models = _parse_models(d.get("models"), f"{where}.models")
+        prices = _parse_prices(d.get("prices") or {}, f"{where}.prices")
+        missing = [m for m, _ in models if m not in prices]
+        if missing:
+            raise LLMConfigError(f"{where}.prices has no entry for model(s) {missing}; expected "
+                                 "[usd_per_1M_input, usd_per_1M_output] for each (0 if free)")
+        kw: dict[str, Any] = {}
+        for key, typ, lo in (("temperature", float, 0.0), ("max_tokens", int, 1),
+                             ("timeout_s", float, 1e-3), ("retries", int, 0),
+                             ("backoff_s", float, 0.0), ("backoff_max_s", float, 0.0)):
+            if key in d:
+                kw[key] = _number(d[key], typ, lo, f"{where}.{key}")
+        for key in ("base_url", "api_key_env", "system_prompt"):
+            if d.get(key) is not None:
+                if not isinstance(d[key], str) or not d[key]:
+                    raise LLMConfigError(f"{where}.{key} must be a non-empty string, "
+                                         f"got {d[key]!r}")
+                kw[key] = d[key]
+        return LLMSettings(models=models, prices=prices, **kw)
+
+    def api_key(self) -> str:
+        """The API key from the named environment variable (a placeholder when none is named)."""
+        if self.api_key_env is None:
+            return NO_KEY
+        key = os.environ.get(self.api_key_env, "")
+        if not key and self.base_url and "api.openai.com" not in self.base_url:
+            log.warning("%s is not set; sending a placeholder key to %s (local servers accept "
+                        "any non-empty key)", self.api_key_env, self.base_url)
+            return NO_KEY
+        if not key:
+            raise LLMConfigError(f"llm.api_key_env names {self.api_key_env!r}, which is not set "
+                                 "in the environment; export it, or leave api_key_env out for "
+                                 "a local server that needs no key")
+        return key
+
+    def cost(self, model: str, tokens_in: int, tokens_out: int) -> float:
+        """Dollars for a call from the price table."""
+        p_in, p_out = self.prices[model]
+        return (tokens_in * p_in + tokens_out * p_out) / 1e6
+
+
+def _number(value: Any, typ: type, lo: float, where: str) -> Any:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ is int:
+        ok = ok and float(value).is_integer()
+    if not ok or not math.isfinite(value) or value < lo:
+        kind = "an integer" if typ is int else "a number"
+        raise LLMConfigError(f"{where} must be {kind} >= {lo}, got {value!r}")
+    return typ(value)
+
+
+def _parse_models(value: Any, where: str) -> tuple[tuple[str, float], ...]:
+    if isinstance(value, str):
+        value = {value: 1.0}
+    elif isinstance(value, list):
+        pairs = {}
+        for item in value:
+            if isinstance(item, str):
+                pairs[item] = 1.0
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                pairs[item["name"]] = item.get("weight", 1.0)
+            else:
+                raise LLMConfigError(f"{where}: each entry must be a name or {{name, weight}}, "
+                                     f"got {item!r}")
+        value = pairs
+    if not isinstance(value, dict) or not value:
+        raise LLMConfigError(f"{where} must name at least one model ({{name: weight}}), "
+                             f"got {value!r}")
+    models = tuple((str(m), _number(w, float, 0.0, f"{where}.{m}")) for m, w in value.items())
+    if sum(w for _, w in models) <= 0:
+        raise LLMConfigError(f"{where}: the weights must not all be 0, got {dict(models)}")
+    return models
+
+
+def _parse_prices(value: Any, where: str) -> dict[str, tuple[float, float]]:
+    if not isinstance(value, dict):
+        raise LLMConfigError(f"{where} must be a mapping model -> [in, out], got {value!r}")
+    prices = {}
+    for model, p in value.items():
+        if isinstance(p, dict) and set(p) == {"input", "output"}:
+            p = [p["input"], p["output"]]
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise LLMConfigError(f"{where}.{model} must be [usd_per_1M_input, "
+                                 f"usd_per_1M_output], got {p!r}")
+        prices[str(model)] = (_number(p[0], float, 0.0, f"{where}.{model}[0]"),
+                              _number(p[1], float, 0.0, f"{where}.{model}[1]"))
+    return prices
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about 4 characters a token) for budget estimates."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """The reply text (None when every attempt failed or was refused) and all attempts made."""
+
+    text: str | None
+    calls: tuple[LLMCallRecord, ...]
+    error: str | None = None  # why there is no text
+
+
+class LLMClient:
+    """Chat completions with recorded retries, cost accounting and a budget check per attempt."""
+
+    def __init__(self, settings: LLMSettings, sleep: Callable[[float], None] = time.sleep):
+        self.settings = settings
+        self._sleep = sleep
+        self._client = openai.OpenAI(base_url=settings.base_url, api_key=settings.api_key(),
+                                     timeout=settings.timeout_s, max_retries=0)
+
+    def pick_model(self, rng: random.Random) -> str:
+        """A model drawn by weight."""
+        names = [m for m, _ in self.settings.models]
+        return rng.choices(names, weights=[w for _, w in self.settings.models])[0]
+
+    def estimate_cost(self, model: str, prompt: str) -> float:
+        """Worst-case dollars of one attempt: the prompt plus max_tokens of reply."""
+        return self.settings.cost(model, estimate_tokens(prompt), self.settings.max_tokens)
+
+    def chat(self, prompt: str, rng: random.Random,
+             budget_ok: Callable[[float], bool] = lambda c: True) -> ChatResult:
+        """Send `prompt` to a sampled model; retry transient failures; never raises."""
+        s = self.settings
+        model = self.pick_model(rng)
+        calls: list[LLMCallRecord] = []
+        error = None
+        for attempt in range(s.retries + 1):
+            estimate = self.estimate_cost(model, prompt)
+            if not budget_ok(estimate):
+                error = (f"LLM dollar budget would be exceeded by a call to {model} "
+                         f"(estimated ${estimate:.4f}); call refused")
+                break
+            record, retry_after = self._attempt(model, prompt)
+            calls.append(record)
+            if record.error is None:
+                return ChatResult(record.response, tuple(calls))
+            error = record.error
+            if retry_after is None:  # not transient
+                break
+            if attempt < s.retries:
+                delay = min(s.backoff_max_s, s.backoff_s * 2 ** attempt)
+                delay = min(s.backoff_max_s, max(retry_after, rng.uniform(0, delay)))  # jitter
+                log.info("LLM call to %s failed (%s); retry %d/%d in %.2fs", model, error,
+                         attempt + 1, s.retries, delay)
+                self._sleep(delay)
+        else:
+            error = f"{error} (gave up after {s.retries + 1} attempts)"
+        return ChatResult(None, tuple(calls), error)
+
+    def _attempt(self, model: str, prompt: str) -> tuple[LLMCallRecord, float | None]:
+        """One HTTP call: its record, and the minimum wait before a retry (None: do not retry)."""
+        s = self.settings
+        messages = [{"role": "user", "content": prompt}]
+        if s.system_prompt:
+            messages.insert(0, {"role": "system", "content": s.system_prompt})
+        t0 = time.perf_counter()
+        try:
+            resp = self._client.chat.completions.create(
+                model=model, messages=messages, temperature=s.temperature,
+                max_tokens=s.max_tokens)
+        except openai.APITimeoutError:
+            return self._failed(model, prompt, t0, f"timeout after {s.timeout_s:g}s"), 0.0
+        except openai.APIConnectionError as e:
+            return self._failed(model, prompt, t0, f"connection error: {e}"), 0.0
+        except openai.APIStatusError as e:
+            err = f"HTTP {e.status_code} {type(e).__name__}: {_short(str(e))}"
+            transient = e.status_code in RETRY_STATUSES or e.status_code >= 500
+            return self._failed(model, prompt, t0, err), _retry_after(e) if transient else None
+        except Exception as e:  # malformed bodies and the like: recorded, never raised
+            return self._failed(model, prompt, t0, f"{type(e).__name__}: {_short(str(e))}"), None
+        latency = time.perf_counter() - t0
+        text = ""
+        if resp.choices and resp.choices[0].message is not None:
+            text = resp.choices[0].message.content or ""
+        usage = resp.usage
+        if usage is not None and usage.prompt_tokens is not None:
+            t_in, t_out = int(usage.prompt_tokens), int(usage.completion_tokens or 0)
+        else:
+            t_in, t_out = estimate_tokens(prompt), estimate_tokens(text)
+            log.warning("%s returned no token usage; cost estimated from characters", model)
+        record = LLMCallRecord(model=model, prompt=prompt, response=text, tokens_in=t_in,
+                               tokens_out=t_out, cost_usd=s.cost(model, t_in, t_out),
+                               latency_s=latency)
+        return record, None
+
+    def _failed(self, model: str, prompt: str, t0: float, error: str) -> LLMCallRecord:
+        return LLMCallRecord(model=model, prompt=prompt, response=None, tokens_in=0,
+                             tokens_out=0, cost_usd=0.0,
+                             latency_s=time.perf_counter() - t0, error=error)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _retry_after(e: openai.APIStatusError) -> float:
+    """Seconds the server asked us to wait (Retry-After), capped so a bad header cannot hang us."""
+    try:
+        return min(60.0, max(0.0, float(e.response.headers.get("retry-after", 0))))
+    except (TypeError, ValueError):
+        return 0.0

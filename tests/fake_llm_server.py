@@ -1,0 +1,134 @@
+"""An OpenAI-compatible chat server for tests: replies from a script, records what it got.
+
+Stdlib only (http.server in a thread), bound to 127.0.0.1 on a free port, so the real
+`openai` client is exercised over real HTTP. Each POST to /v1/chat/completions consumes
+the next `Reply` of the script; a request past the end of the script gets a 500 saying so.
+
+Example:
+    with FakeLLMServer([Reply(status=429), Reply(content="hello")]) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+        ...
+        srv.requests  # [{"path", "headers", "body"}, ...]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted answer: HTTP status, delay before answering, content or a raw body."""
+
+    content: str = ""
+    status: int = 200
+    delay_s: float = 0.0
+    usage: tuple[int, int] | None = (100, 50)  # (prompt_tokens, completion_tokens); None: omit
+    body: str | None = None  # raw response body, overrides content/usage
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeLLMServer:
+    """A scripted /v1/chat/completions endpoint on the loopback interface."""
+
+    def __init__(self, script: list[Reply]):
+        self.script = list(script)
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode("utf-8")
+                try:
+                    body = json.loads(raw)
+                except json.JSONDecodeError:
+                    body = raw
+                with server._lock:
+                    server.requests.append({"path": self.path, "headers": dict(self.headers),
+                                            "body": body})
+                    reply = server.script.pop(0) if server.script else None
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    return self._send(404, json.dumps({"error": {"message": "not found"}}), {})
+                if reply is None:
+                    return self._send(500, json.dumps(
+                        {"error": {"message": "fake server: script exhausted"}}), {})
+                if reply.delay_s and server._stop.wait(reply.delay_s):
+                    return
+                self._send(reply.status, server._body(reply, body), reply.headers)
+
+            def _send(self, status: int, text: str, headers: dict[str, str]) -> None:
+                data = text.encode("utf-8")
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """The endpoint's base URL, as `openai.OpenAI(base_url=...)` wants it."""
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def _body(self, reply: Reply, request: Any) -> str:
+        if reply.body is not None:
+            return reply.body
+        if reply.status != 200:
+            return json.dumps({"error": {"message": f"scripted status {reply.status}",
+                                         "type": "scripted", "code": reply.status}})
+        model = request.get("model", "fake") if isinstance(request, dict) else "fake"
+        out: dict[str, Any] = {
+            "id": f"chatcmpl-fake-{len(self.requests)}", "object": "chat.completion",
+            "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": reply.content}}],
+        }
+        if reply.usage is not None:
+            out["usage"] = {"prompt_tokens": reply.usage[0], "completion_tokens": reply.usage[1],
+                            "total_tokens": sum(reply.usage)}
+        return json.dumps(out)
+
+    def prompts(self) -> list[str]:
+        """The user-message text of every request received, in order."""
+        out = []
+        for r in self.requests:
+            msgs = r["body"].get("messages", []) if isinstance(r["body"], dict) else []
+            out.append("\n".join(m["content"] for m in msgs if m.get("role") == "user"))
+        return out
+
+    def start(self) -> FakeLLMServer:
+        """Start serving in a daemon thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; delayed replies in flight are abandoned."""
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
