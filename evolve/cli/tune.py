@@ -1,0 +1,68 @@
+"""`sds tune RUNTIME`: Optuna over a runtime's tunables; the best becomes a child runtime."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from evolve.cli.common import CheckFailed, UsageError, add_db, add_json, db_url, emit_json, table
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The store at --db, or a UsageError naming the URL and the problem."""
+    from sqlalchemy.exc import ArgumentError
+
+    from population_db import Store, StoreError
+
+    url = db_url(args)
+    try:
+        return Store.open(url)
+    except (StoreError, ArgumentError) as e:
+        raise UsageError(f"cannot open database {url!r}: {e}") from None
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from evolve.tune import DEFAULT_WORKLOAD, TuneError, tune_runtime
+    from runtime_modules.slots import SlotError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        runtime_id = int(args.runtime)
+    except ValueError:
+        raise UsageError(f"RUNTIME must be a runtime id (an integer), got {args.runtime!r}")
+    store = open_store(args)
+    try:
+        res = tune_runtime(store, runtime_id, trials=args.trials,
+                           workload=args.workload or DEFAULT_WORKLOAD, seed=args.seed,
+                           timeout_s=args.timeout, progress=not args.json)
+    except (TuneError, SlotError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        emit_json(dataclasses.asdict(res) | {"improved": res.improved})
+    else:
+        print(table([{"study": res.study_name, "parent": res.parent_id,
+                      "tuned_runtime": res.runtime_id, "default_tok_s": res.default_value,
+                      "best_tok_s": res.best_value, "complete": res.n_complete,
+                      "failed": res.n_failed}]))
+        for k, v in sorted(res.best_params.items()):
+            print(f"  {k} = {v!r}")
+    if res.runtime_id is None:
+        raise CheckFailed(f"no trial of {res.study_name} passed ({res.n_failed} failed: "
+                          f"{res.fail_reasons})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="Optuna over a runtime's tunables")
+    p.add_argument("runtime", metavar="RUNTIME", help="runtime id")
+    p.add_argument("--trials", type=int, default=20, help="total trials of the study (20)")
+    p.add_argument("--workload", default=None, help="workload name (nanovllm-bench-cpu)")
+    p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (0)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="stop starting new trials after S seconds")
+    add_db(p)
+    add_json(p)
+    p.set_defaults(func=cmd_tune)

@@ -1,0 +1,373 @@
+"""Optuna tuning of one runtime's parameters: engine parameters and every slot's TUNABLES.
+
+The study lives in the same database as the population (the storage URL is the only switch
+between one process and many machines tuning one study against PostgreSQL), is named after
+the runtime and workload so it resumes by name, and starts with the runtime's own parameters
+so the result is never worse than the defaults. Each trial is one harness evaluation; a trial
+that fails any stage is a FAIL trial, never a score. The best parameters become a child
+runtime (operator `tune`) with the best trial's stage results recorded as its evaluations.
+
+Example:
+    >>> from population_db import Store
+    >>> res = tune_runtime(Store.open("sqlite:///results/sds.db"), 12, trials=20)
+    >>> res.runtime_id, res.best_value, res.default_value
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from runtime_modules.slots import RuntimeSpec, load_slot, materialize
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKLOAD = "nanovllm-bench-cpu"
+METRIC = "tok_s"
+
+# Engine parameters worth searching, with choices around the engine's defaults. Powers of
+# two keep Triton tiles and block tables aligned; the runtime's own value is always added.
+ENGINE_SPACE: dict[str, list[Any] | tuple[Any, Any]] = {
+    "max_num_seqs": [8, 16, 32, 64, 128, 256, 512],
+    "max_num_batched_tokens": [1024, 2048, 4096, 8192, 16384, 32768],
+    "block_size": [8, 16, 32, 64],
+    "enable_prefix_caching": [True, False],
+}
+CUDA_ENGINE_SPACE: dict[str, list[Any] | tuple[Any, Any]] = {
+    "gpu_memory_utilization": (0.80, 0.95),
+}
+# The engine's documented defaults (docs/CONTRACTS.md), used when the spec sets none.
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "max_num_seqs": 256, "max_num_batched_tokens": 16384, "block_size": 16,
+    "enable_prefix_caching": True, "gpu_memory_utilization": 0.9,
+}
+
+
+class TuneError(ValueError):
+    """Bad input to tuning: an unknown runtime, an unusable tunable, a bad trial count."""
+
+
+class TrialFailed(Exception):
+    """A trial whose evaluation did not pass: Optuna records it as FAIL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One searched parameter: where it goes (engine or a slot), its space and default."""
+
+    name: str  # Optuna's name: "engine.<p>" or "<slot>.<p>"
+    target: str  # "engine" or a slot name
+    key: str
+    space: list[Any] | tuple[Any, Any]
+    default: Any = None  # None: no default known; Optuna samples it in the first trial
+
+
+@dataclass(frozen=True, slots=True)
+class TuneResult:
+    """What a tuning study found."""
+
+    study_name: str
+    parent_id: int
+    runtime_id: int | None  # the tuned child runtime (None when no trial passed)
+    best_value: float | None
+    default_value: float | None  # the value of the runtime's own parameters (first trial)
+    best_params: dict[str, Any]
+    spec: dict[str, Any] | None
+    n_complete: int
+    n_failed: int
+    trials: int
+    workload: str
+    fail_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def improved(self) -> bool:
+        """Whether the best trial beat the runtime's own parameters."""
+        return (self.best_value is not None and self.default_value is not None
+                and self.best_value > self.default_value)
+
+
+def study_name_for(runtime_id: int, workload: str) -> str:
+    """The study name of a runtime on a workload: tuning resumes by it."""
+    return f"sds-tune-rt{runtime_id}-{workload}"
+
+
+def open_storage(url: str, heartbeat_s: int | None = 30) -> optuna.storages.RDBStorage:
+    """An Optuna RDBStorage on the sds database URL, with stale-trial retry by heartbeat."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # Optuna writes in its own connections beside the store's: wait for the lock
+        # instead of failing with "database is locked".
+        kwargs["connect_args"] = {"timeout": 60}
+    else:
+        kwargs["pool_pre_ping"] = True
+    hb: dict[str, Any] = {}
+    if heartbeat_s:
+        retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+            or optuna.storages.RetryFailedTrialCallback
+        hb = {"heartbeat_interval": int(heartbeat_s), "grace_period": int(heartbeat_s) * 2}
+        callback = retry_cls(max_retry=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        if not heartbeat_s:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb,
+                                              heartbeat_stale_trial_callback=callback)
+        except TypeError:  # optuna < 4.9 names it failed_trial_callback
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb,
+                                              failed_trial_callback=callback)
+
+
+def _check_space(where: str, key: str, space: Any) -> list[Any] | tuple[Any, Any]:
+    if isinstance(space, list) and space:
+        bad = [c for c in space if not isinstance(c, (bool, int, float, str, type(None)))]
+        if bad:
+            raise TuneError(f"{where}: TUNABLES[{key!r}] choices must be bool/int/float/str "
+                            f"for Optuna, got {bad!r}")
+        return list(space)
+    if (isinstance(space, tuple) and len(space) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in space)
+            and space[0] < space[1]):
+        return space
+    raise TuneError(f"{where}: TUNABLES[{key!r}] must be a non-empty list of choices or a "
+                    f"(low, high) tuple with low < high, got {space!r}")
+
+
+def _signature_default(obj: Any, key: str) -> Any:
+    target = obj.__init__ if inspect.isclass(obj) else getattr(obj, "fn", obj)
+    try:
+        p = inspect.signature(target).parameters.get(key)
+    except (TypeError, ValueError):
+        return None
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+def search_space(spec: RuntimeSpec, device: str = "cpu",
+                 fixed: frozenset[str] | set[str] = frozenset()) -> list[Param]:
+    """The tunables of a runtime: engine parameters, then each slot module's TUNABLES.
+
+    Every slot program must be loadable (`sha256:` refs materialized first). The runtime's
+    own value of each parameter is its default and is always inside the space. Engine
+    parameters in `fixed` (those a workload sets itself) are left out.
+    """
+    params: list[Param] = []
+    engine_space = dict(ENGINE_SPACE)
+    if str(device).startswith("cuda"):
+        engine_space.update(CUDA_ENGINE_SPACE)
+    for key, space in engine_space.items():
+        if key in fixed:
+            continue
+        default = spec.engine.get(key, ENGINE_DEFAULTS.get(key))
+        params.append(Param(f"engine.{key}", "engine", key, _widen(space, default), default))
+    for slot, choice in spec.resolved(device).slots.items():
+        loaded = load_slot(slot, choice.program, dict(choice.params))
+        tunables = getattr(loaded.module, "TUNABLES", None) or {}
+        for key, space in sorted(tunables.items()):
+            space = _check_space(f"slot {slot} ({choice.program})", key, space)
+            default = choice.params.get(key, _signature_default(loaded.obj, key))
+            params.append(Param(f"{slot}.{key}", slot, key, _widen(space, default), default))
+    return params
+
+
+def _widen(space: list[Any] | tuple[Any, Any], default: Any) -> list[Any] | tuple[Any, Any]:
+    """The space with the default inside it (choices gain it; ranges keep it if inside)."""
+    if isinstance(space, list) and default is not None and default not in space:
+        return [*space, default]
+    return space
+
+
+def suggest(trial: optuna.Trial, p: Param) -> Any:
+    """Ask the trial for one parameter according to its space."""
+    if isinstance(p.space, list):
+        return trial.suggest_categorical(p.name, p.space)
+    lo, hi = p.space
+    if isinstance(lo, int) and isinstance(hi, int):
+        return trial.suggest_int(p.name, lo, hi)
+    return trial.suggest_float(p.name, float(lo), float(hi))
+
+
+def apply_params(spec: RuntimeSpec, space: list[Param], values: dict[str, Any],
+                 device: str = "cpu") -> RuntimeSpec:
+    """`spec` with the named values set (engine keys and slot params), slots made explicit."""
+    d = spec.resolved(device).to_dict() if any(p.target != "engine" for p in space) \
+        else spec.to_dict()
+    for p in space:
+        if p.name not in values:
+            continue
+        if p.target == "engine":
+            d["engine"][p.key] = values[p.name]
+        else:
+            d["slots"][p.target].setdefault("params", {})[p.key] = values[p.name]
+    return RuntimeSpec.from_dict(d)
+
+
+def materialize_spec(store: Any, spec: RuntimeSpec) -> None:
+    """Write every `sha256:` program of `spec` from the store to the program dir."""
+    for slot, choice in spec.slots.items():
+        if choice.program.startswith("sha256:"):
+            prog = store.program_by_hash(choice.program.split(":", 1)[1])
+            if prog is None:
+                raise TuneError(f"slot {slot}: program {choice.program} is not in the database")
+            materialize(prog.code)
+
+
+def _stage_rows(report: Any) -> list[dict[str, Any]]:
+    """A report's stage results as plain data small enough for a trial's user attrs."""
+    rows = []
+    for s in getattr(report, "stages", None) or []:
+        rows.append({"stage": s.stage, "status": s.status, "metrics": dict(s.metrics or {}),
+                     "error": (s.error or None) and str(s.error)[-2000:],
+                     "duration_s": s.duration_s})
+    return rows
+
+
+def _load_runtime(store: Any, runtime_id: int) -> Any:
+    from population_db import NotFound
+    try:
+        rt = store.get_runtime(int(runtime_id))
+    except (NotFound, ValueError, TypeError):
+        rt = None
+    if rt is None:
+        raise TuneError(f"runtime {runtime_id!r} not found in the database")
+    return rt
+
+
+def _storage_url(store: Any) -> str:
+    url = getattr(store, "url", None)
+    if url is None:
+        url = store.engine.url.render_as_string(hide_password=False)
+    return str(url)
+
+
+def _workload_facts(workload: str, model: str | None) -> tuple[frozenset[str], str]:
+    """The engine keys a workload fixes itself, and the model it is sized for."""
+    from fitness.workloads import get_workload
+    try:
+        w = get_workload(workload)
+    except (KeyError, ValueError) as e:
+        raise TuneError(str(e)) from None
+    return frozenset(w.engine_overrides), model or w.model
+
+
+def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
+                 workload: str = DEFAULT_WORKLOAD, study_name: str | None = None, seed: int = 0,
+                 harness: Any = None, timeout_s: float | None = None, *,
+                 stages: tuple[str, ...] | None = None, model: str | None = None,
+                 device: str | None = None, heartbeat_s: int | None = 30,
+                 progress: bool = True) -> TuneResult:
+    """Tune runtime `runtime_id` with `trials` harness evaluations; return what was found.
+
+    Resumes the study of the same name: finished (COMPLETE or FAIL) trials count toward
+    `trials` and are never repeated; a trial killed mid-way is retried once its heartbeat
+    is stale. Example: `tune_runtime(store, 7, trials=30, workload="shared-prefix-cpu")`.
+    """
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise TuneError(f"trials must be a positive integer, got {trials!r}")
+    rt = _load_runtime(store, runtime_id)
+    spec = RuntimeSpec.from_dict(dict(rt.spec))
+    if device is None:
+        import torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if harness is None:
+        from fitness import Harness
+        harness = Harness(store=store, device=device)
+    if stages is None:
+        from fitness import STAGES
+        stages = tuple(STAGES)
+    fixed, model = _workload_facts(workload, model)
+    materialize_spec(store, spec)
+    space = search_space(spec, device, fixed)
+    name = study_name or study_name_for(rt.id, workload)
+    storage = open_storage(_storage_url(store), heartbeat_s)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                load_if_exists=True)
+    defaults = {p.name: p.default for p in space if p.default is not None}
+    study.enqueue_trial(defaults, user_attrs={"sds_default": True}, skip_if_exists=True)
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {p.name: suggest(trial, p) for p in space}
+        cand = apply_params(spec, space, values, device)
+        report = harness.evaluate(cand, stages=stages, workload=workload, model=model)
+        trial.set_user_attr("stages", _stage_rows(report))
+        value = (report.metrics or {}).get(METRIC)
+        if report.status != "passed":
+            failed = [s for s in getattr(report, "stages", []) if s.status != "passed"]
+            err = failed[-1].error if failed else None
+            reason = f"{report.failed_stage or '?'} {report.status}: {err or 'no error text'}"
+            trial.set_user_attr("fail_reason", reason[:500])
+            raise TrialFailed(reason)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            trial.set_user_attr("fail_reason", f"no usable {METRIC} metric: {value!r}")
+            raise TrialFailed(f"passed without a usable {METRIC} metric: {value!r}")
+        return float(value)
+
+    finished = (TrialState.COMPLETE, TrialState.FAIL)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < trials:
+        bar = tqdm(total=trials, initial=done, desc=f"tune rt{rt.id}", unit="trial",
+                   disable=not progress, dynamic_ncols=True)
+
+        def on_trial(st: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
+            bar.update(1)
+            ok = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            best = max((t.value for t in ok), default=None)
+            bar.set_postfix({"best_tok_s": f"{best:.1f}" if best else "-",
+                             "failed": len(st.get_trials(deepcopy=False,
+                                                         states=(TrialState.FAIL,)))})
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=trials - done, timeout=timeout_s,
+                           catch=(TrialFailed,),
+                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished),
+                                      on_trial])
+        bar.close()
+    return _finish(store, study, rt, spec, space, workload, device, trials)
+
+
+def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: list[Param],
+            workload: str, device: str, trials: int) -> TuneResult:
+    """Record the best trial as a child runtime (once per best trial) and summarize."""
+    all_trials = study.get_trials(deepcopy=False)
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in all_trials if t.state == TrialState.FAIL]
+    reasons: dict[str, int] = {}
+    for t in failed:
+        key = str(t.user_attrs.get("fail_reason", "unknown")).split(":", 1)[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    default_vals = [t.value for t in complete if t.user_attrs.get("sds_default")]
+    default_value = default_vals[0] if default_vals else None
+    base = {"study_name": study.study_name, "parent_id": rt.id, "default_value": default_value,
+                "n_complete": len(complete), "n_failed": len(failed), "trials": trials,
+                "workload": workload, "fail_reasons": reasons}
+    if not complete:
+        return TuneResult(runtime_id=None, best_value=None, best_params={}, spec=None, **base)
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    tuned = apply_params(spec, space, best.params, device).to_dict()
+    recorded = study.user_attrs.get("sds_tuned") or {}
+    if recorded.get("trial") == best.number:
+        child_id = recorded["runtime_id"]
+    else:
+        child = store.add_runtime(rt.run_id, tuned, island=getattr(rt, "island", 0) or 0,
+                                  generation=(getattr(rt, "generation", 0) or 0) + 1,
+                                  operator="tune", parents=[(rt.id, "parent")])
+        child_id = child.id
+        for row in best.user_attrs.get("stages", []):
+            store.add_evaluation(stage=row["stage"], status=row["status"], runtime_id=child_id,
+                                 run_id=rt.run_id, metrics=row["metrics"], error=row["error"],
+                                 workload=workload, device=device,
+                                 duration_s=row["duration_s"])
+        study.set_user_attr("sds_tuned", {"trial": best.number, "runtime_id": child_id})
+        log.info("tuned runtime %s -> %s (%s %.2f)", rt.id, child_id, METRIC, best.value)
+    return TuneResult(runtime_id=child_id, best_value=best.value, best_params=dict(best.params),
+                      spec=tuned, **base)
