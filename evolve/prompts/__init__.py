@@ -1,0 +1,111 @@
+"""Prompt templates (plain text with `$field`s in this folder) and their rendering.
+
+`diff.txt` and `rewrite.txt` carry the slot's contract, the parent's code, metrics and
+evaluation artifacts, recent failures, inspirations, the EVOLVE-BLOCK rule and the exact
+reply format; `repair.txt` shows a rejected reply with its error.
+
+Example:
+    prompt = build_prompt("diff", ctx)             # ctx: evolve.operators.base.MutationContext
+    again = build_repair_prompt(prompt, reply, "SEARCH/REPLACE block 1: ...")
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from evolve.operators.base import Candidate, MutationContext
+
+PROMPT_DIR = Path(__file__).resolve().parent
+KINDS = ("diff", "rewrite")
+MAX_ARTIFACT_CHARS = 2000  # per artifact: enough for a traceback, not a log dump
+MAX_FAILURE_CHARS = 600
+
+
+@lru_cache(maxsize=None)
+def template(name: str) -> Template:
+    """The template `<name>.txt` of this folder."""
+    path = PROMPT_DIR / f"{name}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no prompt template {name!r} (looked for {path})")
+    return Template(path.read_text(encoding="utf-8"))
+
+
+def render(name: str, **fields: Any) -> str:
+    """Fill template `name`; a field missing from `fields` is a KeyError naming it."""
+    try:
+        return template(name).substitute(**{k: str(v) for k, v in fields.items()})
+    except KeyError as e:
+        raise KeyError(f"prompt template {name!r} needs field {e.args[0]!r}") from None
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more chars)"
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """Metrics as `- key: value` lines, floats to 4 significant digits."""
+    if not metrics:
+        return "- (not measured yet)"
+    lines = []
+    for key, value in sorted(metrics.items()):
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (dict, list)):
+            value = _clip(json.dumps(value, sort_keys=True, default=str), 300)
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines)
+
+
+def format_artifacts(artifacts: dict[str, Any]) -> str:
+    """Evaluation artifacts (errors, stage notes) clipped to a readable size."""
+    if not artifacts:
+        return "- (nothing reported)"
+    parts = []
+    for key, value in sorted(artifacts.items()):
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        text = _clip(text, MAX_ARTIFACT_CHARS)
+        parts.append(f"- {key}:\n{text}" if "\n" in text else f"- {key}: {text}")
+    return "\n".join(parts)
+
+
+def format_failures(failures: tuple[str, ...]) -> str:
+    """Recent failures, one per bullet."""
+    if not failures:
+        return "- (none recently)"
+    return "\n".join(f"- {_clip(f, MAX_FAILURE_CHARS)}" for f in failures)
+
+
+def format_inspirations(cands: tuple[Candidate, ...], limit: int) -> str:
+    """Up to `limit` inspiration programs with their metrics; the first is the island's best."""
+    if not cands or limit <= 0:
+        return "(none yet)"
+    out = []
+    for i, c in enumerate(cands[:limit], 1):
+        label = "the island's best" if i == 1 else "a diverse strong program"
+        out.append(render("inspiration", index=i, label=label, metrics=format_metrics(c.metrics),
+                          code=c.code.rstrip()))
+    return "\n".join(out)
+
+
+def build_prompt(kind: str, ctx: MutationContext, max_inspirations: int = 3) -> str:
+    """The full mutation prompt of `kind` ("diff" or "rewrite") for `ctx`."""
+    if kind not in KINDS:
+        raise ValueError(f"prompt kind must be one of {KINDS}, got {kind!r}")
+    return render(kind, slot=ctx.slot, contract=(ctx.contract or "").strip(),
+                  parent_code=ctx.parent.code.rstrip(),
+                  parent_metrics=format_metrics(ctx.parent.metrics),
+                  parent_artifacts=format_artifacts(ctx.parent.artifacts),
+                  failures=format_failures(ctx.recent_failures),
+                  inspirations=format_inspirations(ctx.inspirations, max_inspirations),
+                  evolve_rule=template("evolve_rule").template.strip())
+
+
+def build_repair_prompt(original_prompt: str, previous_reply: str | None, error: str) -> str:
+    """A follow-up prompt: the rejected reply, why it was rejected, and the original request."""
+    return render("repair", error=error, previous_reply=_clip(previous_reply or "(empty)", 20000),
+                  original_prompt=original_prompt)
