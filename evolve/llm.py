@@ -21,8 +21,9 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import openai
 
@@ -245,7 +246,7 @@ class LLMClient:
             err = f"HTTP {e.status_code} {type(e).__name__}: {_short(str(e))}"
             transient = e.status_code in RETRY_STATUSES or e.status_code >= 500
             return self._failed(model, prompt, t0, err), _retry_after(e) if transient else None
-        except Exception as e:  # malformed bodies and the like: recorded, never raised
+        except Exception as e:  # noqa: BLE001 - malformed bodies etc.: recorded, never raised
             return self._failed(model, prompt, t0, f"{type(e).__name__}: {_short(str(e))}"), None
         latency = time.perf_counter() - t0
         text = ""

@@ -128,8 +128,8 @@ class FakeLLMServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> FakeLLMServer:
+    def __enter__(self) -> FakeLLMServer:  # noqa: PYI034 - py3.10 has no typing.Self
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

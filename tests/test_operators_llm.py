@@ -61,10 +61,10 @@ def ctx(seed: int = 0, **kw) -> MutationContext:
     insp = (Candidate(1, 1, "cache_policy", "# BEST_PROGRAM_MARKER\nclass CachePolicy: ...\n",
                       {}, {"tok_s": 150.0}),
             Candidate(2, 2, "cache_policy", "# DIVERSE_PROGRAM_MARKER\n", {}, {"tok_s": 140.0}))
-    base = dict(slot="cache_policy", contract=SLOTS["cache_policy"].contract.__doc__,
-                parent=parent, inspirations=insp,
-                recent_failures=("contract: evict returned a block that is not free",),
-                rng=random.Random(seed))
+    base = {"slot": "cache_policy", "contract": SLOTS["cache_policy"].contract.__doc__,
+                "parent": parent, "inspirations": insp,
+                "recent_failures": ("contract: evict returned a block that is not free",),
+                "rng": random.Random(seed)}
     base.update(kw)
     return MutationContext(**base)
 
@@ -121,10 +121,10 @@ NO_CHANGE_DIFF = GOOD_DIFF.replace("2.0 * self.hit_weight * block.num_hits + blo
     ("llm-diff", "", "empty reply"),
     ("llm-diff", GOOD_DIFF.replace("block.freed_at +", "block.allocated_at +", 1),
      "block 1: the SEARCH text is not in the code"),
-    ("llm-diff", "<<<<<<< SEARCH\n        return block_id\n=======\n        return 0\n"
-                 ">>>>>>> REPLACE\n", "outside the EVOLVE-BLOCKs"),
-    ("llm-diff", "<<<<<<< SEARCH\nTUNABLES = {\"hit_weight\": (0.0, 4.0)}\n=======\n"
-                 "TUNABLES = {\"hit_weight\": (0.0, 8.0)}\n>>>>>>> REPLACE\n",
+    ("llm-diff", ("<<<<<<< SEARCH\n        return block_id\n=======\n        return 0\n"
+                 ">>>>>>> REPLACE\n"), "outside the EVOLVE-BLOCKs"),
+    ("llm-diff", ("<<<<<<< SEARCH\nTUNABLES = {\"hit_weight\": (0.0, 4.0)}\n=======\n"
+                 "TUNABLES = {\"hit_weight\": (0.0, 8.0)}\n>>>>>>> REPLACE\n"),
      "outside the EVOLVE-BLOCKs (before the first block)"),
     ("llm-diff", GOOD_DIFF + "<<<<<<< SEARCH\n        del self.free[block_id]\n=======\n"
                  "        pass\n>>>>>>> REPLACE\n", "block 2: the SEARCH text matches 2 places"),

@@ -19,8 +19,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from evolve.operators.base import (Candidate, LLMCallRecord, MutationContext, Operator,
-                                   Proposal, Rejected)
+from evolve.operators.base import (
+    Candidate,
+    LLMCallRecord,
+    MutationContext,
+    Operator,
+    Proposal,
+    Rejected,
+)
 
 # name -> "module:Class"; imported on first use so evolve.llm can import base without a cycle
 REGISTRY: dict[str, str] = {
@@ -50,5 +56,15 @@ def make_operator(name: str, config: dict[str, Any] | None = None) -> Operator:
     return operator_class(name)(dict(config or {}))
 
 
-__all__ = ["REGISTRY", "OFFLINE", "make_operator", "operator_class", "Candidate",
-           "LLMCallRecord", "MutationContext", "Operator", "Proposal", "Rejected"]
+__all__ = [
+    "OFFLINE",
+    "REGISTRY",
+    "Candidate",
+    "LLMCallRecord",
+    "MutationContext",
+    "Operator",
+    "Proposal",
+    "Rejected",
+    "make_operator",
+    "operator_class",
+]

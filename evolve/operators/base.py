@@ -8,8 +8,9 @@ plus the LLM calls they made, which the controller records.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)

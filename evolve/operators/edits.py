@@ -14,8 +14,8 @@ from runtime_modules.slots import check_evolve_blocks
 
 SEARCH, DIVIDER, REPLACE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
 _BLOCK = re.compile(r"^[ \t]*<<<<<<< SEARCH[ \t]*\n(.*?)^[ \t]*=======[ \t]*\n(.*?)"
-                    r"^[ \t]*>>>>>>> REPLACE[ \t]*$", re.S | re.M)
-_FENCE = re.compile(r"^```[ \t]*(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+                    r"^[ \t]*>>>>>>> REPLACE[ \t]*$", re.DOTALL | re.MULTILINE)
+_FENCE = re.compile(r"^```[ \t]*(\w*)[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
 class EditError(ValueError):

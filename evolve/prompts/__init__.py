@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -25,7 +25,7 @@ MAX_ARTIFACT_CHARS = 2000  # per artifact: enough for a traceback, not a log dum
 MAX_FAILURE_CHARS = 600
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(name: str) -> Template:
     """The template `<name>.txt` of this folder."""
     path = PROMPT_DIR / f"{name}.txt"
