@@ -1,0 +1,39 @@
+"""`sds export RUNTIME|RUN --out DIR`: a standalone, pip-installable runtime package."""
+
+from __future__ import annotations
+
+import argparse
+
+from evolve.cli.common import UsageError, add_db, add_json, emit_json
+from evolve.cli.tune import open_store
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evolve.export import ExportError, export_runtime
+    from runtime_modules.slots import SlotError
+
+    store = open_store(args)
+    try:
+        out = export_runtime(store, args.target, args.out, name=args.name, wheel=args.wheel)
+    except (ExportError, SlotError) as e:
+        raise UsageError(str(e)) from None
+    wheels = sorted(str(p) for p in (out / "dist").glob("*.whl")) if args.wheel else []
+    if args.json:
+        emit_json({"out": str(out), "wheels": wheels})
+    else:
+        print(f"exported to {out}")
+        for w in wheels:
+            print(f"wheel: {w}  (pip install {w})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a pip-installable package of a runtime or a run's best")
+    p.add_argument("target", metavar="RUNTIME|RUN", help="runtime id, or run name (its best)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new or empty output folder")
+    p.add_argument("--name", default=None, metavar="PKG",
+                   help="import name of the package (default sds_runtime_<id>)")
+    p.add_argument("--wheel", action="store_true", help="also build the wheel into DIR/dist")
+    add_db(p)
+    add_json(p)
+    p.set_defaults(func=cmd_export)
