@@ -86,6 +86,10 @@ def _run_row(store: Any, run: Any) -> tuple[dict[str, Any], Curve]:
             curve.n.append(len(seen))
             curve.t.append(((e.finished_at or e.created_at) - t0).total_seconds())
             curve.best.append(top)
+    if top is not None and curve.n[-1] < len(seen):  # carry the best to the last candidate
+        curve.n.append(len(seen))
+        curve.t.append((last - t0).total_seconds())
+        curve.best.append(top)
     row: dict[str, Any] = {"tags.run": run.name, "tags.status": run.status,
                            "tags.workload": ",".join(workloads), "tags.device": ",".join(devices)}
     row["metrics.evaluations"] = len(evals)
@@ -170,6 +174,7 @@ def plot_runs(curves: list[Curve], path: str | Path, title: str = "") -> Path:
         ax_t.step(c.t, c.best, where="post", marker="o", ms=3, color=line.get_color(),
                   label=c.run)
     ax_n.set_xlabel("candidates evaluated")
+    ax_n.xaxis.get_major_locator().set_params(integer=True)
     ax_t.set_xlabel("wall time since run start (s)")
     for ax in (ax_n, ax_t):
         ax.set_ylabel(f"best-so-far {METRIC.replace('_', '/')}")
