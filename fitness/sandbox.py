@@ -1,0 +1,242 @@
+"""Run `python -m fitness.worker` in a sandbox and collect what it reports, stage by stage.
+
+The harness side of the sandbox: a fresh process in its own session (process group) and
+temporary working directory, an allow-listed environment (no keys or tokens), its own
+Triton cache, a pids cgroup and a per-evaluation marker so that every descendant can be
+found and killed, and a wall-clock deadline per stage. The worker applies the rest to
+itself before it reads its job (see `fitness.worker.isolate`): a network namespace, a
+read-only view of the filesystem outside its working directory, rlimits, no capabilities,
+and a parent-death signal. Results come back over a dedicated pipe (not stdout), each
+message carrying a nonce that candidate code never sees in its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import selectors
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fitness.proctrack import MARKER_VAR, ProcessTracker
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "SDS_PROGRAM_DIR", "TRITON_INTERPRET",
+             "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+_SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
+TAIL_BYTES = 4096
+MAX_MESSAGE_BYTES = 8 << 20
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLimits:
+    """Resource limits of one evaluation."""
+
+    cpu_s: int = 1800                          # RLIMIT_CPU, per process
+    max_procs: int = 256                       # tasks (threads count) in the cgroup
+    max_open_files: int = 1024                 # RLIMIT_NOFILE
+    max_file_bytes: int = 1 << 30              # RLIMIT_FSIZE
+    max_address_space: int | None = 24 << 30   # RLIMIT_AS; only applied on CPU-only runs
+    grace_s: float = 1.0                       # between SIGTERM and SIGKILL
+
+
+@dataclass(slots=True)
+class SandboxRun:
+    """What one sandboxed worker run produced."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    returncode: int | None = None
+    timed_out_stage: str | None = None
+    timeout_s: float | None = None
+    limit_hit: bool = False
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    isolation: dict[str, Any] = field(default_factory=dict)
+    stragglers: int = 0
+    forged_messages: int = 0
+    wall_s: float = 0.0
+    marker: str = ""
+
+
+def sandbox_env(workdir: Path, marker: str, result_fd: int, config: dict[str, Any],
+                extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: allow-listed variables only, never anything secret-looking."""
+    env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
+    paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env.update(PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), HOME=str(workdir),
+               TMPDIR=str(workdir), TRITON_CACHE_DIR=str(workdir / "triton-cache"),
+               PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1",
+               SDS_RESULT_FD=str(result_fd), SDS_SANDBOX=json.dumps(config))
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env.update(extra or {})
+    env = {k: v for k, v in env.items() if not _SECRET.search(k)}
+    env[MARKER_VAR] = marker
+    return env
+
+
+def _user_procs() -> int:
+    uid, n = os.getuid(), 0
+    for e in os.scandir("/proc"):
+        if e.name.isdigit():
+            try:
+                n += os.stat(e.path).st_uid == uid
+            except OSError:
+                pass
+    return n
+
+
+class _Tail:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > 2 * TAIL_BYTES:
+            del self.buf[:-TAIL_BYTES]
+
+    def text(self) -> str:
+        return bytes(self.buf[-TAIL_BYTES:]).decode("utf-8", "replace")
+
+
+def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
+               startup_timeout_s: float = 60.0, limits: SandboxLimits = SandboxLimits(),
+               cpu_only: bool = True, env_extra: dict[str, str] | None = None,
+               keep_workdir: bool = False) -> SandboxRun:
+    """Run the worker on `job` in a sandbox; each stage gets its own wall-clock deadline.
+
+    The worker announces `{"type": "start", "stage": s}` before each stage; from then on
+    stage `s` has `stage_timeouts[s]` seconds. Afterwards every process of the evaluation
+    (process group, cgroup, marker) is killed, even if the worker exited cleanly.
+    """
+    marker = secrets.token_hex(8)
+    nonce = secrets.token_hex(16)
+    workdir = Path(tempfile.mkdtemp(prefix=f"sds-eval-{marker}-"))
+    tracker = ProcessTracker(marker, limits.max_procs)
+    run = SandboxRun(marker=marker)
+    t0 = time.monotonic()
+    r_fd, w_fd = os.pipe()
+    proc = None
+    try:
+        (workdir / "triton-cache").mkdir()
+        job_path = workdir / "job.json"
+        job_path.write_text(json.dumps({**job, "nonce": nonce}))
+        job_path.chmod(0o600)
+        config = {"workdir": str(workdir), "cgroup_procs": tracker.join_path,
+                  "cpu_s": limits.cpu_s, "nofile": limits.max_open_files,
+                  "fsize": limits.max_file_bytes, "ppid": os.getpid(),
+                  "nproc": _user_procs() + limits.max_procs,
+                  "as": limits.max_address_space if cpu_only else None}
+        env = sandbox_env(workdir, marker, w_fd, config, env_extra)
+        proc = subprocess.Popen([sys.executable, "-m", "fitness.worker"], cwd=workdir,
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=(w_fd,),
+                                start_new_session=True)
+        os.close(w_fd)
+        w_fd = -1
+        _pump(proc, r_fd, nonce, stage_timeouts, startup_timeout_s, tracker, run)
+    finally:
+        if w_fd >= 0:
+            os.close(w_fd)
+        os.close(r_fd)
+        pgid = proc.pid if proc is not None else None
+        run.stragglers = tracker.kill_all(pgid, limits.grace_s)
+        if proc is not None:
+            try:
+                run.returncode = proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not exit after SIGKILL", proc.pid)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+        run.limit_hit = run.limit_hit or tracker.limit_hit()
+        tracker.close()
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        run.wall_s = time.monotonic() - t0
+    _warn_isolation(run.isolation)
+    return run
+
+
+def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, float],
+          startup_s: float, tracker: ProcessTracker, run: SandboxRun) -> None:
+    """Read messages and output until the worker ends, a deadline passes or a limit is hit."""
+    sel = selectors.DefaultSelector()
+    tails = {"out": _Tail(), "err": _Tail()}
+    sel.register(r_fd, selectors.EVENT_READ, "msg")
+    sel.register(proc.stdout, selectors.EVENT_READ, "out")
+    sel.register(proc.stderr, selectors.EVENT_READ, "err")
+    buf = bytearray()
+    stage, deadline = None, time.monotonic() + startup_s
+    exited_at = None
+    try:
+        while sel.get_map():
+            for key, _ in sel.select(timeout=0.1):
+                data = os.read(key.fd, 65536)
+                if not data:
+                    sel.unregister(key.fileobj)
+                elif key.data == "msg":
+                    buf += data
+                    *lines, rest = bytes(buf).split(b"\n")
+                    buf = bytearray(rest[-MAX_MESSAGE_BYTES:])
+                    for line in lines:
+                        msg = _parse(line, nonce, run)
+                        if msg is None:
+                            continue
+                        if msg.get("type") == "start":
+                            stage = msg.get("stage")
+                            deadline = time.monotonic() + float(timeouts.get(stage, 60.0))
+                        elif msg.get("type") == "hello":
+                            run.isolation = msg.get("isolation", {})
+                        run.messages.append(msg)
+                else:
+                    tails[key.data].add(data)
+            now = time.monotonic()
+            if tracker.limit_hit():
+                run.limit_hit = True
+                break
+            if now > deadline:
+                run.timed_out_stage = stage or "startup"
+                run.timeout_s = float(timeouts.get(stage, 60.0)) if stage else startup_s
+                break
+            if proc.poll() is not None:
+                exited_at = exited_at or now
+                if now - exited_at > 0.3:  # an escaped descendant may hold the pipes open
+                    break
+    finally:
+        sel.close()
+        run.stdout_tail, run.stderr_tail = tails["out"].text(), tails["err"].text()
+
+
+def _parse(line: bytes, nonce: str, run: SandboxRun) -> dict[str, Any] | None:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        run.forged_messages += 1
+        return None
+    if not isinstance(msg, dict) or msg.pop("nonce", None) != nonce:
+        run.forged_messages += 1
+        return None
+    return msg
+
+
+def _warn_isolation(facts: dict[str, Any]) -> None:
+    """Say once per process which isolation the kernel did not allow."""
+    for key, what in (("network_isolated", "network isolation (new network namespace)"),
+                      ("filesystem_readonly", "read-only filesystem outside the work dir"),
+                      ("capabilities_dropped", "dropping capabilities")):
+        if facts and not facts.get(key) and key not in _warned:
+            _warned.add(key)
+            log.warning("sandbox: %s is unavailable on this machine; candidates run without it",
+                        what)

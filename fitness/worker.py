@@ -1,0 +1,141 @@
+"""The sandboxed side of an evaluation: `python -m fitness.worker`, started by fitness.sandbox.
+
+It first locks itself down (`isolate`), then reads its job file (and deletes it), captures
+the clock functions before any candidate code is imported, and runs the requested stages
+in order, reporting each over the result pipe with the job's nonce. It stops at the first
+stage that does not pass and leaves with os._exit, so candidate threads or atexit hooks
+cannot keep it alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+# Captured before any candidate code can run: the harness measures with these, and a
+# candidate that replaces them is rejected.
+CLOCKS = {"perf_counter": time.perf_counter, "perf_counter_ns": time.perf_counter_ns,
+          "monotonic": time.monotonic, "monotonic_ns": time.monotonic_ns, "time": time.time}
+perf_counter = time.perf_counter
+
+
+def clocks_replaced() -> list[str]:
+    """Names of `time` functions that no longer are the ones captured at start-up."""
+    return [name for name, fn in CLOCKS.items() if getattr(time, name, None) is not fn]
+
+
+def isolate(config: dict[str, Any]) -> None:
+    """Apply the in-process part of the sandbox (see fitness.sandbox); never raises."""
+    from fitness import _linux
+
+    if config.get("cgroup_procs"):
+        try:
+            fd = os.open(config["cgroup_procs"], os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+        except OSError:
+            pass
+    _linux.unshare_net()
+    _linux.readonly_except(config["workdir"])
+    limits = [(resource.RLIMIT_CPU, config.get("cpu_s")),
+              (resource.RLIMIT_NOFILE, config.get("nofile")),
+              (resource.RLIMIT_FSIZE, config.get("fsize")),
+              (resource.RLIMIT_NPROC, config.get("nproc")),
+              (resource.RLIMIT_CORE, 0),
+              (resource.RLIMIT_AS, config.get("as"))]
+    for which, value in limits:
+        if value is not None:
+            try:
+                resource.setrlimit(which, (int(value), int(value)))
+            except (ValueError, OSError):
+                pass
+    _linux.drop_capabilities()
+    _linux.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != config.get("ppid"):
+        os._exit(3)  # the harness died before the death signal was armed
+
+
+class Channel:
+    """Messages to the harness over the dedicated pipe, each carrying the nonce."""
+
+    def __init__(self, fd: int, nonce: str):
+        self._fd = fd
+        self._nonce = nonce
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps({**msg, "nonce": self._nonce}, default=str) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+
+def _classify(stage: str, e: BaseException) -> dict[str, Any]:
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    text = f"{type(e).__name__}: {e}"
+    oom = isinstance(e, MemoryError) or "out of memory" in str(e).lower() or \
+        "can't allocate memory" in str(e).lower()
+    return {"type": "result", "stage": stage, "status": "crashed" if oom else "failed",
+            "error": ("out of memory: " if oom else "") + f"{stage} raised {text}"[:2000],
+            "metrics": {}, "artifacts": {"traceback": tb[-4000:]}}
+
+
+def run_stages(job: dict[str, Any], chan: Channel) -> None:
+    """Run the job's stages in order, stopping at the first that does not pass."""
+    from fitness.stages import WORKER_STAGES, WorkerContext
+
+    ctx = WorkerContext.from_job(job)
+    for stage in job["stages"]:
+        chan.send({"type": "start", "stage": stage})
+        t0 = perf_counter()
+        fn = WORKER_STAGES.get(stage)
+        try:
+            if fn is None:
+                raise ValueError(f"unknown stage {stage!r}; worker stages: {sorted(WORKER_STAGES)}")
+            res = fn(ctx)
+            msg = {"type": "result", **res.to_dict()}
+        except BaseException as e:  # noqa: BLE001 - SystemExit etc. from candidates too
+            msg = _classify(stage, e)
+        replaced = clocks_replaced()
+        if replaced:
+            msg.update(status="rejected", error=f"candidate code replaced time.{replaced[0]} "
+                       f"(the harness owns the clock); replaced: {replaced}")
+        msg["duration_s"] = perf_counter() - t0
+        chan.send(msg)
+        if msg["status"] != "passed":
+            break
+
+
+def main() -> None:
+    """Entry point: isolate, read the job, run the stages, exit without cleanup."""
+    from fitness import _linux
+
+    config = json.loads(os.environ.pop("SDS_SANDBOX"))
+    isolate(config)
+    fd = int(os.environ.pop("SDS_RESULT_FD"))
+    path = os.path.join(config["workdir"], "job.json")
+    with open(path) as f:
+        job = json.load(f)
+    os.unlink(path)
+    chan = Channel(fd, job.pop("nonce"))
+    chan.send({"type": "hello", "pid": os.getpid(),
+               "isolation": _linux.isolation_facts(config["workdir"])})
+    try:
+        run_stages(job, chan)
+        chan.send({"type": "done"})
+    except BaseException as e:  # noqa: BLE001 - a broken channel or a bug: say so
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
