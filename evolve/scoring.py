@@ -1,0 +1,105 @@
+"""Scoring one child runtime: the harness over each configured workload, then one aggregate.
+
+The first workload runs every configured stage; later workloads only the benchmark stages
+(the slot-level and correctness stages do not depend on the workload). The aggregate
+metrics are geometric means over workloads (so the ratio of two runtimes' aggregate tok/s
+is the geometric mean of their per-workload ratios), except memory, which takes the max.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+BENCH_STAGES = ("quick_bench", "bench")
+_MAX_TEXT = 4000  # artifact strings are cut to this many characters (prompts show them)
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """The outcome of scoring one runtime over all workloads."""
+
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    device: str | None = None
+
+
+def _short(v: Any) -> Any:
+    if isinstance(v, str) and len(v) > _MAX_TEXT:
+        return v[:_MAX_TEXT // 2] + "\n...\n" + v[-_MAX_TEXT // 2:]
+    if isinstance(v, dict):
+        return {str(k): _short(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_short(x) for x in v[:50]]
+    return v
+
+
+def aggregate(per_workload: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Geometric mean of each numeric metric present for every workload (max for memory)."""
+    if not per_workload:
+        return {}
+    keys = set.intersection(*(set(m) for m in per_workload.values()))
+    out: dict[str, Any] = {}
+    for k in sorted(keys):
+        vals = [m[k] for m in per_workload.values()]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in vals):
+            continue
+        if len(vals) == 1:
+            out[k] = vals[0]
+        elif "mem" in k:
+            out[k] = max(vals)
+        elif all(v > 0 for v in vals):
+            out[k] = math.exp(sum(math.log(v) for v in vals) / len(vals))
+        else:
+            out[k] = sum(vals) / len(vals)
+    return out
+
+
+def score_runtime(harness: Any, spec: dict[str, Any], stages: list[str], workloads: list[str],
+                  baseline: dict[str, Any] | None, runtime_id: int | None, run_id: int | None,
+                  model: str, device: str | None = None) -> ChildResult:
+    """Evaluate `spec` with `harness` on every workload; never raises (a crash is a status)."""
+    t0 = time.monotonic()
+    per: dict[str, dict[str, Any]] = {}
+    dev = device
+    total = 0.0
+    for i, wl in enumerate(workloads):
+        st = list(stages) if i == 0 else [s for s in stages if s in BENCH_STAGES]
+        try:
+            report = harness.evaluate(spec, stages=tuple(st), workload=wl, baseline=baseline,
+                                      runtime_id=runtime_id, run_id=run_id, model=model)
+        except Exception as e:  # a harness bug must not kill the run: record it as a crash
+            log.exception("harness raised on runtime %s", runtime_id)
+            return ChildResult("crashed", error=f"harness raised {type(e).__name__}: {e}",
+                               artifacts={"failed_stage": "harness", "workload": wl,
+                                          "traceback": _short(traceback.format_exc())},
+                               duration_s=time.monotonic() - t0, device=dev)
+        stage_results = list(getattr(report, "stages", []) or [])
+        total += sum(float(getattr(s, "duration_s", 0.0) or 0.0) for s in stage_results)
+        dev = getattr(report, "device", None) or dev
+        if report.status != "passed":
+            failed = getattr(report, "failed_stage", None)
+            bad = next((s for s in stage_results if s.stage == failed), None)
+            error = (getattr(bad, "error", None) or getattr(report, "error", None)
+                     or f"stage {failed} {report.status}")
+            arts = {"failed_stage": failed or "unknown", "workload": wl,
+                    "stage_artifacts": _short(dict(getattr(bad, "artifacts", {}) or {})),
+                    "stage_metrics": _short(dict(getattr(bad, "metrics", {}) or {}))}
+            return ChildResult(report.status, metrics={}, error=f"{failed}: {error}",
+                               artifacts=arts, duration_s=total or time.monotonic() - t0,
+                               device=dev)
+        per[wl] = {k: v for k, v in dict(report.metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = aggregate(per)
+    metrics["workloads"] = per
+    return ChildResult("passed", metrics=metrics, duration_s=total or time.monotonic() - t0,
+                       device=dev)

@@ -1,0 +1,86 @@
+"""Cheap but realistic stand-ins for the harness and an operator, shared by controller tests.
+
+The fake harness scores a runtime deterministically from its spec fingerprint (so a resumed
+run sees the same numbers), fails a fraction of children at a named stage, and takes a
+little time, like the real one; the fake operator appends a random comment to the parent's
+code (a new code hash), sometimes returns the parent's code (a duplicate) or a rejection.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolve.operators.base import MutationContext, Proposal, Rejected
+from runtime_modules.slots import RuntimeSpec
+
+
+@dataclass
+class FakeStage:
+    stage: str
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+@dataclass
+class FakeReport:
+    stages: list[FakeStage]
+    metrics: dict[str, Any]
+    device: str = "cpu"
+
+    @property
+    def status(self) -> str:
+        bad = next((s for s in self.stages if s.status != "passed"), None)
+        return bad.status if bad else "passed"
+
+    @property
+    def failed_stage(self) -> str | None:
+        bad = next((s for s in self.stages if s.status != "passed"), None)
+        return bad.stage if bad else None
+
+
+def spec_score(spec: dict[str, Any]) -> float:
+    """A number in [0, 1) fixed by the spec."""
+    return int(RuntimeSpec.from_dict(spec).fingerprint()[:8], 16) / 2**32
+
+
+class FakeHarness:
+    """Scores specs from their fingerprint; the seed (no baseline) always passes."""
+
+    def __init__(self, delay_s: float = 0.01, fail_rate: float = 0.25, flat: bool = False):
+        self.delay_s, self.fail_rate, self.flat = delay_s, fail_rate, flat
+        self.calls: list[tuple[int | None, str]] = []
+
+    def evaluate(self, spec: dict[str, Any], stages: tuple[str, ...] = (), workload: str = "",
+                 baseline: dict[str, Any] | None = None, runtime_id: int | None = None,
+                 run_id: int | None = None, model: str = "tiny") -> FakeReport:
+        time.sleep(self.delay_s)
+        self.calls.append((runtime_id, workload))
+        r = spec_score(spec)
+        if baseline is not None and r < self.fail_rate:
+            return FakeReport([FakeStage("static", "passed"),
+                               FakeStage("contract", "failed", error="budget exceeded: 300 > 256",
+                                         artifacts={"step": 3})], {})
+        tok_s = 100.0 if (baseline is None or self.flat) else 100.0 * (0.5 + r)
+        m = {"tok_s": tok_s, "peak_mem": 1e6 * (2.0 - r)}
+        return FakeReport([FakeStage(s, "passed", duration_s=self.delay_s / 5) for s in stages],
+                          m)
+
+
+class FakeOperator:
+    """Appends a random comment (new code), or repeats the parent (duplicate), or rejects."""
+
+    name = "fake"
+
+    def propose(self, ctx: MutationContext) -> Proposal | Rejected:
+        r = ctx.rng.random()
+        if r < 0.1:
+            return Rejected("fake", ctx.slot, "no SEARCH/REPLACE blocks in the reply")
+        if r < 0.2:
+            return Proposal("fake", ctx.slot, code=ctx.parent.code)
+        return Proposal("fake", ctx.slot,
+                        code=ctx.parent.code + f"\n# variant {ctx.rng.getrandbits(40)}\n")
