@@ -1,0 +1,192 @@
+"""The engine step loop: schedule, check the scheduler's contract, run, postprocess.
+
+The scheduler and cache policy are loaded slots; the engine checks cheaply at run time
+that the scheduler kept its contract (each sequence once, budgets, token counts, blocks
+allocated, max_model_len) and raises `SchedulerContractError` naming it otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime_modules.block_manager import BlockManager
+from runtime_modules.config import EngineConfig, ModelConfig
+from runtime_modules.sequence import Sequence, SequenceStatus
+from runtime_modules.slots import LoadedSlot
+
+STALL_STEPS = 100  # empty batches in a row while work remains: the scheduler is stuck
+RUNNING, FINISHED = SequenceStatus.RUNNING, SequenceStatus.FINISHED
+
+
+class SchedulerContractError(RuntimeError):
+    """The scheduler slot broke its contract (or raised)."""
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    """The limits a scheduler must respect."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+    block_size: int
+    num_kv_blocks: int
+
+
+class Engine:
+    """Scheduler + block manager + runner; `step()` advances every scheduled sequence."""
+
+    def __init__(self, config: EngineConfig, model_config: ModelConfig,
+                 loaded: dict[str, LoadedSlot], runner: Any,
+                 instantiate: Callable[..., Any]):
+        self.config, self.model_config, self.runner = config, model_config, runner
+        self.num_kv_blocks = runner.num_kv_blocks
+        self.sched_name = loaded["scheduler"].name
+        policy = instantiate(loaded["cache_policy"], self.num_kv_blocks)
+        self.block_manager = BlockManager(self.num_kv_blocks, config.block_size, policy,
+                                          config.enable_prefix_caching,
+                                          loaded["cache_policy"].name)
+        self.scheduler_config = SchedulerConfig(config.max_num_seqs,
+                                                config.max_num_batched_tokens,
+                                                config.max_model_len, config.block_size,
+                                                self.num_kv_blocks)
+        self.scheduler = instantiate(loaded["scheduler"], self.scheduler_config,
+                                     self.block_manager)
+        self.eos = model_config.eos_ids
+        self.steps = self.prefill_steps = self.decode_steps = self.empty_steps = 0
+        self.scheduled_tokens = self.generated_tokens = 0
+        self._empty_run = 0
+        self.live: dict[int, Sequence] = {}
+
+    def add_sequence(self, seq: Sequence) -> None:
+        """Queue a new sequence."""
+        self.live[seq.seq_id] = seq
+        self._call("add", seq)
+
+    def has_unfinished(self) -> bool:
+        """Whether any sequence is still waiting or running."""
+        return bool(self.live)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return getattr(self.scheduler, method)(*args)
+        except Exception as e:
+            raise SchedulerContractError(f"scheduler {self.sched_name!r}: {method}() raised "
+                                         f"{type(e).__name__}: {e}") from e
+
+    def _bad(self, problem: str) -> SchedulerContractError:
+        return SchedulerContractError(f"scheduler {self.sched_name!r} broke its contract: "
+                                      f"{problem}")
+
+    def _check(self, batch: list[tuple[Sequence, int]]) -> None:
+        c = self.config
+        if not isinstance(batch, list):
+            raise self._bad(f"schedule() must return a list, got {type(batch).__name__}")
+        if len(batch) > c.max_num_seqs:
+            raise self._bad(f"{len(batch)} sequences > max_num_seqs={c.max_num_seqs}")
+        bs, live, total, seen = c.block_size, self.live, 0, set()
+        for item in batch:
+            seq, n = item
+            sid = seq.seq_id
+            if sid in seen or live.get(sid) is not seq:
+                raise self._bad(f"{seq} is scheduled twice or is not a live sequence")
+            seen.add(sid)
+            end = seq.num_computed_tokens + n
+            if not (isinstance(n, int) and 1 <= n and end <= len(seq.token_ids)):
+                raise self._bad(f"{seq} given n={n!r}; expected 1 <= n <= "
+                                f"{seq.num_uncomputed_tokens}")
+            if len(seq.block_table) * bs < end:
+                raise self._bad(f"{seq} given n={n} without allocated blocks for them "
+                                "(call block_manager.allocate)")
+            if end > c.max_model_len:
+                raise self._bad(f"{seq} would hold {end} KV tokens > max_model_len="
+                                f"{c.max_model_len}")
+            if seq.status is not RUNNING:
+                raise self._bad(f"{seq} scheduled with status {seq.status.name}, not RUNNING")
+            total += n
+        if total > c.max_num_batched_tokens:
+            raise self._bad(f"{total} tokens > max_num_batched_tokens="
+                            f"{c.max_num_batched_tokens}")
+
+    def step_sequences(self) -> list[Sequence]:
+        """One engine step; the sequences that finished in it."""
+        self.block_manager.now = self.steps
+        batch = self._call("schedule")
+        self.steps += 1
+        if not batch:
+            self.empty_steps += 1
+            if self.live:
+                self._empty_run += 1
+                if self._empty_run >= STALL_STEPS:
+                    raise self._bad(f"{STALL_STEPS} empty batches in a row while "
+                                    f"{len(self.live)} sequences are unfinished (stall)")
+            return []
+        self._empty_run = 0
+        self._check(batch)
+        tokens = self.runner.run(batch)
+        return self._postprocess(batch, tokens)
+
+    def _postprocess(self, batch: list[tuple[Sequence, int]], tokens: list[int]) -> list[Sequence]:
+        bm, eos, max_len = self.block_manager, self.eos, self.config.max_model_len
+        commit = bm.commit if bm.enable_prefix_caching else None
+        bs = self.config.block_size
+        now = time.perf_counter()
+        finished: list[Sequence] = []
+        ti = 0
+        scheduled = 0
+        for seq, n in batch:
+            scheduled += n
+            nc = seq.num_computed_tokens + n
+            seq.num_computed_tokens = nc
+            if commit is not None and nc >= (seq.num_hashed_blocks + 1) * bs:
+                commit(seq)
+            if nc != len(seq.token_ids):
+                continue
+            tok = tokens[ti]
+            ti += 1
+            toks = seq.token_ids
+            toks.append(tok)
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+            sp = seq.sampling_params
+            if tok in eos and not sp.ignore_eos:
+                seq.finish_reason = "stop"
+            elif len(toks) - seq.num_prompt_tokens >= sp.max_tokens or len(toks) >= max_len:
+                seq.finish_reason = "length"
+            else:
+                continue
+            finished.append(seq)
+        if ti != len(tokens):
+            raise RuntimeError(f"runner returned {len(tokens)} tokens for {ti} sampled "
+                               "sequences")
+        self.scheduled_tokens += scheduled
+        self.generated_tokens += ti
+        if scheduled == len(batch):
+            self.decode_steps += 1
+        else:
+            self.prefill_steps += 1
+        for seq in finished:
+            seq.finish_time = now
+            bm.free(seq)
+            seq.status = FINISHED
+            del self.live[seq.seq_id]
+            self.runner.release(seq)
+            self._call("finish", seq)
+        return finished
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: steps, prefill/decode steps, preemptions, prefix-cache hit tokens, ..."""
+        bm = self.block_manager
+        return {"steps": self.steps, "prefill_steps": self.prefill_steps,
+                "decode_steps": self.decode_steps, "empty_steps": self.empty_steps,
+                "preemptions": bm.num_preemptions,
+                "prefix_cache_hit_tokens": bm.prefix_hit_tokens,
+                "scheduled_tokens": self.scheduled_tokens,
+                "generated_tokens": self.generated_tokens,
+                "num_kv_blocks": self.num_kv_blocks,
+                "free_kv_blocks": bm.num_free_blocks,
+                "unfinished": len(self.live)}
