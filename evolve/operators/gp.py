@@ -1,0 +1,152 @@
+"""`gp`: DEAP genetic programming over a seed's GP_TARGET expression, no LLM needed.
+
+The parent's `return <expr>` (see `gp_tree`) becomes a DEAP PrimitiveTree; one DEAP
+variation is applied (mutUniform, mutNodeReplacement, mutEphemeral, mutShrink, or
+cxOnePoint with the second parent's tree when there is one with the same target); the
+tree height is bounded; the result is rendered back into the EVOLVE-BLOCK. All randomness
+comes from `ctx.rng`: DEAP draws from the module-global `random`, so while a variation runs
+`deap.gp.random` is pointed at the context's rng (under a lock, so concurrent proposals
+stay reproducible and the global `random` state is never touched).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+from typing import Any
+
+from deap import gp
+
+from evolve.operators import gp_tree
+from evolve.operators.base import MutationContext, Proposal, Rejected
+from evolve.operators.edits import EditError, check_child
+
+log = logging.getLogger(__name__)
+
+_DEAP_LOCK = threading.Lock()
+MUTATIONS = ("uniform", "node_replacement", "ephemeral", "shrink")
+CONFIG_KEYS = frozenset({"weight", "max_height", "crossover_prob", "mutations", "attempts"})
+
+
+class GPOperator:
+    """DEAP GP over the GP_TARGET expression of the parent (scheduler priority, cache score)."""
+
+    name = "gp"
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        config = dict(config or {})
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            raise ValueError(f"operators.gp: unknown key(s) {sorted(unknown)}; expected some "
+                             f"of {sorted(CONFIG_KEYS)}")
+        self.max_height = int(config.get("max_height", 8))
+        self.crossover_prob = float(config.get("crossover_prob", 0.5))
+        self.attempts = int(config.get("attempts", 20))
+        self.mutations = tuple(config.get("mutations", MUTATIONS))
+        bad = [m for m in self.mutations if m not in MUTATIONS]
+        if bad or not self.mutations:
+            raise ValueError(f"operators.gp.mutations must be a non-empty list from "
+                             f"{list(MUTATIONS)}, got {list(self.mutations)}")
+        if self.max_height < 1 or not 0 <= self.crossover_prob <= 1 or self.attempts < 1:
+            raise ValueError(f"operators.gp: need max_height >= 1, 0 <= crossover_prob <= 1, "
+                             f"attempts >= 1; got {self.max_height}, {self.crossover_prob}, "
+                             f"{self.attempts}")
+
+    def propose(self, ctx: MutationContext) -> Proposal | Rejected:
+        """A child whose GP expression differs from the parent's; never raises."""
+        try:
+            return self._propose(ctx)
+        except gp_tree.GPError as e:
+            return Rejected(self.name, ctx.slot, f"gp: {e}")
+        except Exception as e:
+            log.exception("gp failed unexpectedly")
+            return Rejected(self.name, ctx.slot, f"gp internal error: {type(e).__name__}: {e}")
+
+    def _propose(self, ctx: MutationContext) -> Proposal | Rejected:
+        parent = ctx.parent.code
+        target = gp_tree.find_target(parent)
+        pset = gp_tree.primitive_set(target.args)
+        rng = random.Random(ctx.rng.getrandbits(64))
+        with _DEAP_LOCK:
+            tree = gp_tree.to_tree(target.expr, pset)
+            other = self._other_tree(ctx, target, pset)
+        parent_key = str(tree)
+        height_limit = max(self.max_height, tree.height)
+        probes = [[rng.uniform(0, 200) for _ in target.args] for _ in range(8)]
+        last = "no variation changed the expression"
+        for _ in range(self.attempts):
+            with _DEAP_LOCK:
+                child, how = self._vary(tree, other, pset, rng)
+            if str(child) == parent_key:
+                continue
+            if child.height > height_limit:
+                last = f"tree height {child.height} exceeds the bound {height_limit}"
+                continue
+            expr = gp_tree.render(child)
+            bad = _probe(expr, target.args, probes)
+            if bad:
+                last = bad
+                continue
+            code = gp_tree.splice(parent, target, expr)
+            try:
+                check_child(parent, code)
+            except EditError as e:
+                last = str(e)
+                continue
+            return Proposal(self.name, ctx.slot, code=code,
+                            note=f"{how} on {target.function}: {expr}")
+        return Rejected(self.name, ctx.slot, f"gp: no valid new child in {self.attempts} "
+                                             f"attempts (last: {last})")
+
+    def _other_tree(self, ctx: MutationContext, target: gp_tree.GPTarget,
+                    pset: gp.PrimitiveSet) -> gp.PrimitiveTree | None:
+        """The second parent's tree, when it has the same GP target and arguments."""
+        sp = ctx.second_parent
+        if sp is None or sp.code == ctx.parent.code:
+            return None
+        try:
+            t2 = gp_tree.find_target(sp.code)
+        except gp_tree.GPError:
+            return None
+        if (t2.function, t2.args) != (target.function, target.args):
+            return None
+        return gp_tree.to_tree(t2.expr, pset)
+
+    def _vary(self, tree: gp.PrimitiveTree, other: gp.PrimitiveTree | None,
+              pset: gp.PrimitiveSet, rng: random.Random) -> tuple[gp.PrimitiveTree, str]:
+        """One DEAP variation of a copy of `tree`, drawing only from `rng` (caller holds lock)."""
+        saved = gp.random
+        gp.random = rng  # deap.gp calls random.choice/randint/...: give it ours
+        gp_tree._state["rng"] = rng
+        try:
+            child = gp.PrimitiveTree(list(tree))
+            if other is not None and rng.random() < self.crossover_prob:
+                child, _ = gp.cxOnePoint(child, gp.PrimitiveTree(list(other)))
+                return child, "cxOnePoint"
+            how = rng.choice(self.mutations)
+            if how == "uniform":
+                (child,) = gp.mutUniform(child, expr=lambda pset, type_: gp.genFull(
+                    pset, min_=0, max_=2, type_=type_), pset=pset)
+            elif how == "node_replacement":
+                (child,) = gp.mutNodeReplacement(child, pset=pset)
+            elif how == "ephemeral":
+                (child,) = gp.mutEphemeral(child, mode="one")
+            else:
+                (child,) = gp.mutShrink(child)
+            return child, f"mut_{how}"
+        finally:
+            gp.random = saved
+
+
+def _probe(expr: str, args: tuple[str, ...], probes: list[list[float]]) -> str | None:
+    """Why the expression is unusable on sample inputs (raises or gives non-finite), else None."""
+    for values in probes:
+        try:
+            out = gp_tree.evaluate(expr, args, values)
+        except (ArithmeticError, ValueError, TypeError) as e:
+            return f"expression fails on sample inputs: {type(e).__name__}: {e}"
+        if not isinstance(out, (int, float)) or not math.isfinite(out):
+            return f"expression gives {out!r} on sample inputs"
+    return None

@@ -1,0 +1,111 @@
+"""`literal`: perturb numeric constants inside EVOLVE-BLOCKs, no LLM needed.
+
+Numbers are found with `tokenize` (so strings, comments and names like `x2` are never
+touched), only on lines inside an EVOLVE-BLOCK. A few are drawn with `ctx.rng` and scaled by
+a log-normal factor; ints stay ints (and change by at least 1), floats stay floats, the
+sign is kept. Code without EVOLVE-BLOCKs or without numbers in them is rejected.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import random
+import tokenize
+from typing import Any
+
+from evolve.operators.base import MutationContext, Proposal, Rejected
+from evolve.operators.edits import EditError, check_child
+from runtime_modules.slots import evolve_blocks
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEYS = frozenset({"weight", "max_changes", "sigma"})
+
+
+def numeric_literals(code: str) -> list[tuple[int, int, int, str]]:
+    """(line 1-based, col start, col end, text) of int/float literals inside EVOLVE-BLOCKs."""
+    inside = {i + 1 for s, e in evolve_blocks(code) for i in range(s, e)}
+    out = []
+    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+        if tok.type != tokenize.NUMBER or tok.start[0] not in inside:
+            continue
+        text = tok.string
+        if text[-1] in "jJ":  # complex: not a tunable constant
+            continue
+        out.append((tok.start[0], tok.start[1], tok.end[1], text))
+    return out
+
+
+def perturb(text: str, rng: random.Random, sigma: float) -> str:
+    """A new literal near `text`: same type and sign, scaled by exp(N(0, sigma))."""
+    clean = text.replace("_", "")
+    is_int = not any(c in clean.lower() for c in ".e") or clean.lower().startswith("0x")
+    if is_int:
+        value = int(clean, 0)
+        new = round(value * math.exp(rng.gauss(0.0, sigma)))
+        if new == value:  # small ints: a multiplicative step rounds back to itself
+            new = value + (rng.choice((-1, 1)) if value > 0 else 1)
+        return str(max(new, 0))  # tokens are never negative: the minus is an operator
+    value = float(clean)
+    if value == 0.0:
+        return repr(float(f"{rng.choice((-1, 1)) * 10 ** rng.uniform(-3, -1):.3g}"))
+    for _ in range(10):
+        new = float(f"{value * math.exp(rng.gauss(0.0, sigma)):.4g}")
+        if new != value:
+            return repr(new)
+    return repr(value * 2.0)
+
+
+class LiteralOperator:
+    """Perturb a few numeric constants inside the parent's EVOLVE-BLOCKs."""
+
+    name = "literal"
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        config = dict(config or {})
+        unknown = set(config) - CONFIG_KEYS
+        if unknown:
+            raise ValueError(f"operators.literal: unknown key(s) {sorted(unknown)}; expected "
+                             f"some of {sorted(CONFIG_KEYS)}")
+        self.max_changes = int(config.get("max_changes", 2))
+        self.sigma = float(config.get("sigma", 0.3))
+        if self.max_changes < 1 or not self.sigma > 0:
+            raise ValueError(f"operators.literal: need max_changes >= 1 and sigma > 0, got "
+                             f"{self.max_changes} and {self.sigma}")
+
+    def propose(self, ctx: MutationContext) -> Proposal | Rejected:
+        """A child with some constants changed; never raises."""
+        try:
+            return self._propose(ctx)
+        except (tokenize.TokenError, SyntaxError, ValueError) as e:
+            return Rejected(self.name, ctx.slot, f"literal: cannot read the parent: {e}")
+        except Exception as e:
+            log.exception("literal failed unexpectedly")
+            return Rejected(self.name, ctx.slot, f"literal internal error: "
+                                                 f"{type(e).__name__}: {e}")
+
+    def _propose(self, ctx: MutationContext) -> Proposal | Rejected:
+        code = ctx.parent.code
+        if not evolve_blocks(code):
+            return Rejected(self.name, ctx.slot, "literal: the parent has no EVOLVE-BLOCK")
+        lits = numeric_literals(code)
+        if not lits:
+            return Rejected(self.name, ctx.slot, "literal: no numeric constants inside the "
+                                                 "EVOLVE-BLOCKs")
+        rng = random.Random(ctx.rng.getrandbits(64))
+        chosen = sorted(rng.sample(lits, min(len(lits), rng.randint(1, self.max_changes))))
+        lines = code.splitlines(keepends=True)
+        changes = []
+        for line, c0, c1, text in reversed(chosen):  # right to left keeps columns valid
+            new = perturb(text, rng, self.sigma)
+            row = lines[line - 1]
+            lines[line - 1] = row[:c0] + new + row[c1:]
+            changes.append(f"line {line}: {text} -> {new}")
+        child = "".join(lines)
+        try:
+            check_child(code, child)
+        except EditError as e:
+            return Rejected(self.name, ctx.slot, f"literal: {e}")
+        return Proposal(self.name, ctx.slot, code=child, note="; ".join(reversed(changes)))
