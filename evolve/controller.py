@@ -99,7 +99,7 @@ class Controller:
         for rid in self.st.unqueued:
             self.st.to_evaluate.append((rid, self.store.enqueue_evaluation(run.id, rid, FULL)))
         self.store.add_event(run.id, "start" if created else "resume",
-                             {"evaluations_done": self.st.done,
+                             {"evaluations_done": self.st.done, "config_file": cfg.source,
                               "requeued": [r for r, _ in self.st.to_evaluate]})
         queue = deque(self.st.to_evaluate)
         old = self._install_sigint()

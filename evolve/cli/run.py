@@ -1,0 +1,105 @@
+"""`sds run CONFIG.yaml` (launch, or resume the run of that name) and `sds status [RUN]`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from evolve.cli.common import CheckFailed, UsageError, add_db, add_json, db_url, emit_json, table
+from evolve.config import ConfigError, load_config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evolve.launch import launch
+
+    try:
+        cfg = load_config(args.config, overrides=args.set or [])
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    db = args.db or cfg.db or db_url(args)
+    outcome, summary = launch(cfg, name=args.name, db=db,
+                              runs_csv=None if args.runs_csv == "-" else args.runs_csv,
+                              progress=not args.no_progress)
+    if args.json:
+        emit_json(summary)
+    else:
+        print(summary_table(summary))
+    if outcome.status == "failed":
+        raise CheckFailed(f"run {outcome.name} failed: {outcome.reason}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from evolve.runs_csv import run_summary
+    from population_db import NotFound, Store
+    from population_db.engine import StoreError
+
+    try:
+        store = Store.open(db_url(args), create=False)
+    except (StoreError, OSError, ValueError) as e:  # a missing or foreign database
+        raise UsageError(f"cannot open database {db_url(args)}: {e}") from None
+    run = args.run
+    if run is None:
+        runs = store.list_runs()
+        if not runs:
+            raise UsageError(f"no runs in {db_url(args)}; start one with `sds run CONFIG.yaml`")
+        run = runs[-1].id
+    try:
+        summary = run_summary(store, run)
+    except NotFound as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        emit_json(summary)
+    else:
+        print(summary_table(summary))
+    return 0
+
+
+def summary_table(s: dict[str, Any]) -> str:
+    """A two-column text table of a run summary."""
+    metric = s["metric"]
+    rows = [("run", f"{s['run']} (id {s['run_id']})"), ("status", s["status"]),
+            ("stop reason", s["stop_reason"]), ("config", s["config_file"]),
+            ("target slots", ", ".join(s["target_slots"])),
+            ("operators", ", ".join(s["operators"])),
+            ("evaluations", f"{s['evaluations']} / {s['budget']}"
+                            + (f" (+{s['in_flight_or_queued']} queued)"
+                               if s["in_flight_or_queued"] else "")),
+            ("by status", ", ".join(f"{k} {v}" for k, v in sorted(s["by_status"].items()))),
+            ("failed at stage", ", ".join(f"{k} {v}" for k, v in
+                                          sorted(s["failed_by_stage"].items())) or "-"),
+            ("proposals rejected / duplicate", f"{s['proposals_rejected']} / {s['duplicates']}"),
+            (f"seed {metric}", s[f"seed_{metric}"]), (f"best {metric}", s[f"best_{metric}"]),
+            ("best runtime", f"r{s['best_runtime']} ({s['best_operator']})"
+                             if s["best_runtime"] else None),
+            ("speedup over seed", f"{s['speedup']:.3f}x" if s["speedup"] else None),
+            ("workload / device", f"{s['workload']} / {s['device']}"),
+            ("LLM calls / tokens / $", (f"{s['llm_calls']} / {s['llm_tokens_in']}+"
+                                       f"{s['llm_tokens_out']} / {s['llm_usd']:.4f}")),
+            ("GPU s / eval s / wall s", (f"{s['gpu_s']:.1f} / {s['eval_s']:.1f} / "
+                                        f"{s['wall_s']:.1f}")),
+            ("events", ", ".join(f"{k} {v}" for k, v in s["events"].items()))]
+    return table([{"": k, "value": v} for k, v in rows], ["", "value"])
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="launch a run from a config, or resume the run of that name")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--name", default=None, help="run name (default: the config's name, "
+                                                "else the file's stem); an existing run resumes")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, value parsed as YAML (repeatable), "
+                        "e.g. --set budget.max_evaluations=8")
+    p.add_argument("--runs-csv", default="results/runs.csv", metavar="PATH",
+                   help="append the run's row here at the end ('-': do not)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_db(p)
+    add_json(p)
+    p.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="a run's progress, best runtime and budgets used")
+    s.add_argument("run", nargs="?", default=None, metavar="RUN",
+                   help="run name or id (default: the latest run)")
+    add_db(s)
+    add_json(s)
+    s.set_defaults(func=cmd_status)

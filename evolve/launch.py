@@ -1,0 +1,123 @@
+"""Launch or resume a run from a config: store, harness, controller, progress bar, CSV row.
+
+`sds run` is a thin wrapper over `launch`; tests call it directly with a fake harness.
+
+Example:
+    outcome, summary = launch(load_config("scripts/quickstart.yaml"), db="sqlite:///x.db")
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from evolve.config import RunConfig
+from evolve.controller import Controller, Outcome
+from evolve.runs_csv import DEFAULT_CSV, append_row, csv_row, run_summary
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def make_harness(cfg: RunConfig, store: Any, device: str) -> Any:
+    """The real fitness harness, with the config's timeouts (and thresholds if it takes them)."""
+    from fitness import Harness
+
+    kwargs: dict[str, Any] = {"store": store, "device": device,
+                              "timeouts": dict(cfg.evaluation.timeouts) or None}
+    params = inspect.signature(Harness).parameters
+    if cfg.evaluation.thresholds:
+        if "thresholds" not in params:
+            raise NotImplementedError(
+                f"{cfg.source}: evaluation.thresholds is set but fitness.Harness takes no "
+                "thresholds argument; remove it from the config")
+        kwargs["thresholds"] = dict(cfg.evaluation.thresholds)
+    return Harness(**kwargs)
+
+
+class ProgressBar:
+    """A tqdm bar: evaluations done / budget, best and gain, rate, failures, dollars."""
+
+    def __init__(self, name: str, enabled: bool = True):
+        self.name, self.enabled, self.bar = name, enabled, None
+
+    def __call__(self, s: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=s["budget"], initial=s["done"], desc=self.name, unit="eval",
+                            dynamic_ncols=True)
+        self.bar.n = s["done"]
+        fails = s["failed_by_stage"]
+        done = max(s["done"], 1)
+        post = {f"best {s['metric']}": _fmt(s["best"]),
+                "gain": f"{s['gain']:.3f}x" if s["gain"] else "-",
+                "eval/min": f"{s['per_min']:.1f}",
+                "fail": " ".join(f"{k}:{100 * v / done:.0f}%" for k, v in sorted(fails.items()))
+                or "0%",
+                "$": f"{s['usd']:.2f}"}
+        self.bar.set_postfix(post, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def launch(cfg: RunConfig, name: str | None = None, db: str | None = None,
+           harness: Any = None, operators: dict[str, Any] | None = None,
+           runs_csv: str | Path | None = DEFAULT_CSV,
+           progress: bool = True) -> tuple[Outcome, dict[str, Any]]:
+    """Run (or resume, by name) the config; append its runs.csv row; return the summary."""
+    from population_db import Store
+
+    store = Store.open(db or cfg.db)
+    device = resolve_device(cfg.evaluation.device)
+    if harness is None:
+        harness = make_harness(cfg, store, device)
+    run_name = name or cfg.name or Path(cfg.source).stem
+    bar = ProgressBar(run_name, progress)
+    try:
+        ctl = Controller(cfg, store, harness, name=run_name, operators=operators,
+                         device=device, on_progress=bar)
+        outcome = ctl.run()
+    finally:
+        bar.close()
+    if cfg.tune.top_k and outcome.status == "finished":
+        tune_best(cfg, store, outcome, harness)
+    summary = run_summary(store, outcome.run_id)
+    if runs_csv:
+        append_row(runs_csv, csv_row(summary))
+    return outcome, summary
+
+
+def tune_best(cfg: RunConfig, store: Any, outcome: Outcome, harness: Any) -> None:
+    """Optuna over the top-k runtimes (evolve.tune), or a logged warning if it is absent."""
+    try:
+        from evolve.tune import tune_runtime
+    except ImportError as e:
+        log.warning("tune.top_k=%d but evolve.tune is unavailable (%s); skipping tuning",
+                    cfg.tune.top_k, e)
+        return
+    board = store.leaderboard(outcome.run_id, limit=cfg.tune.top_k)
+    workload = cfg.tune.workload or cfg.evaluation.workloads[0]
+    for entry in board:
+        store.add_event(outcome.run_id, "tune", {"runtime": entry.runtime.id,
+                                                 "trials": cfg.tune.trials})
+        tune_runtime(store, entry.runtime.id, trials=cfg.tune.trials, workload=workload,
+                     seed=cfg.seed, harness=harness)
