@@ -19,6 +19,10 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
@@ -53,17 +57,30 @@ def unshare_net() -> bool:
     return _libc.unshare(CLONE_NEWNET) == 0
 
 
+def private_mounts() -> bool:
+    """Move into a private mount namespace (changes there are invisible outside)."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        return False
+    return _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0
+
+
+def unshare_pid() -> bool:
+    """Make the next child pid 1 of a new PID namespace; all its processes die with it."""
+    return _libc.unshare(CLONE_NEWPID) == 0
+
+
+def mount_proc() -> bool:
+    """Mount a /proc that shows only this PID namespace (the harness becomes invisible)."""
+    return _libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+
+
 def readonly_except(writable: str) -> bool:
-    """In a private mount namespace, make every mount read-only except `writable`.
+    """Make every mount read-only except `writable` (call after `private_mounts`).
 
     Uses mount_setattr (Linux >= 5.12) so submounts (/tmp, /dev/shm, /sys, ...) are covered
     too. Device nodes stay usable (/dev/null, GPU devices): read-only mounts do not stop
     writes to character devices.
     """
-    if _libc.unshare(CLONE_NEWNS) != 0:
-        return False
-    if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return False
     w = writable.encode()
     if _libc.mount(w, w, None, MS_BIND | MS_REC, None) != 0:
         return False
@@ -111,4 +128,5 @@ def isolation_facts(workdir: str) -> dict[str, bool]:
                     caps = int(ln.split()[1], 16) == 0
     except OSError:
         pass
-    return {"network_isolated": net, "filesystem_readonly": fs, "capabilities_dropped": caps}
+    return {"network_isolated": net, "filesystem_readonly": fs, "capabilities_dropped": caps,
+            "pid_namespace": os.getpid() == 1}

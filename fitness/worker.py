@@ -31,7 +31,15 @@ def clocks_replaced() -> list[str]:
 
 
 def isolate(config: dict[str, Any]) -> None:
-    """Apply the in-process part of the sandbox (see fitness.sandbox); never raises."""
+    """Apply the in-process part of the sandbox (see fitness.sandbox); never raises.
+
+    Joins the cgroup, enters new network, mount and PID namespaces, then forks: the child is
+    pid 1 of its own PID namespace (with its own /proc, so the harness and every other
+    process on the machine are invisible to it, and when it dies the kernel kills every
+    process it left behind). The parent only waits and mirrors the child's exit. The child
+    goes on to a read-only filesystem outside its work dir, rlimits, no capabilities and a
+    parent-death signal, then returns to run the job.
+    """
     from fitness import _linux
 
     if config.get("cgroup_procs"):
@@ -41,8 +49,18 @@ def isolate(config: dict[str, Any]) -> None:
             os.close(fd)
         except OSError:
             pass
+    _linux.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != config.get("ppid"):
+        os._exit(3)  # the harness died before the death signal was armed
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _linux.unshare_net()
-    _linux.readonly_except(config["workdir"])
+    mounts = _linux.private_mounts()
+    if _linux.unshare_pid():
+        _fork_into_namespace()
+        if mounts:
+            _linux.mount_proc()
+    if mounts:
+        _linux.readonly_except(config["workdir"])
     limits = [(resource.RLIMIT_CPU, config.get("cpu_s")),
               (resource.RLIMIT_NOFILE, config.get("nofile")),
               (resource.RLIMIT_FSIZE, config.get("fsize")),
@@ -57,8 +75,29 @@ def isolate(config: dict[str, Any]) -> None:
                 pass
     _linux.drop_capabilities()
     _linux.set_pdeathsig(signal.SIGKILL)
-    if os.getppid() != config.get("ppid"):
-        os._exit(3)  # the harness died before the death signal was armed
+
+
+def _fork_into_namespace() -> None:
+    """Fork; the child returns (as pid 1 of the new namespace), the parent mirrors its end."""
+    from fitness import _linux
+
+    pid = os.fork()
+    if pid == 0:
+        _linux.set_pdeathsig(signal.SIGKILL)
+        return
+    os.closerange(3, 65536)  # the std streams stay; the result channel is the child's alone
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)  # die the same way, so the harness sees the signal
+    os._exit(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 128)
 
 
 class Channel:

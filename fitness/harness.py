@@ -1,0 +1,312 @@
+"""The harness: one runtime through the stages, cheapest first, stopping at the first failure.
+
+`static` runs here, in-process (it never executes candidate code); everything else runs in
+one sandboxed worker (fitness.sandbox), each stage under its own wall-clock limit. Slot-level
+results (`static`, `contract`) are cached by code hash, in memory and in the store, so the
+same program is never contract-tested twice on one device. Every stage is recorded in the
+store when one is given.
+
+Example:
+    report = Harness().evaluate({"slots": {"scheduler": "file:/tmp/my_sched.py"}},
+                                stages=("static", "contract"))
+    report.status, report.failed_stage, report.error
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import secrets
+import signal
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fitness.result import SLOT_STAGES, STAGES, EvalReport, StageResult
+from fitness.sandbox import SandboxLimits, SandboxRun, run_worker
+from fitness.static import check_static
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUTS = {"static": 10.0, "contract": 120.0, "correctness": 300.0,
+                    "quick_bench": 300.0, "bench": 1800.0}
+
+
+def environment() -> dict[str, Any]:
+    """A small fingerprint of where an evaluation ran."""
+    env = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("torch", "triton", "transformers"):
+        try:
+            env[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return env
+
+
+def _detect_device(device: str) -> str:
+    if device != "auto":
+        if device != "cpu" and not device.startswith("cuda"):
+            raise ValueError(f"Harness(device=...) must be 'auto', 'cpu' or 'cuda[:N]', "
+                             f"got {device!r}")
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Harness:
+    """Evaluates runtime specs through the stages; see the module docstring."""
+
+    def __init__(self, store: Any = None, device: str = "auto",
+                 timeouts: dict[str, float] | None = None, limits: SandboxLimits | None = None,
+                 program_dir: str | Path | None = None, startup_timeout_s: float = 60.0,
+                 options: dict[str, Any] | None = None):
+        unknown = set(timeouts or {}) - set(STAGES)
+        if unknown:
+            raise ValueError(f"Harness(timeouts=...): unknown stage(s) {sorted(unknown)}; "
+                             f"stages are {STAGES}")
+        self.store = store
+        self.device = _detect_device(device)
+        self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
+        self.limits = limits or SandboxLimits()
+        self.program_dir = Path(program_dir or tempfile.mkdtemp(prefix="sds-programs-"))
+        self.startup_timeout_s = startup_timeout_s
+        self.options = dict(options or {})  # passed to the worker's stages
+        self._cache: dict[tuple[str, str, str], StageResult] = {}
+
+    # ------------------------------------------------------------------ spec handling
+
+    def _resolve(self, spec: Any) -> dict[str, Any]:
+        """The spec with every slot filled, sha256 refs materialized, file refs absolute."""
+        from runtime_modules.slots import RuntimeSpec, SlotError, materialize, parse_ref
+
+        d = RuntimeSpec.from_dict(spec).resolved(self.device).to_dict()
+        for slot, choice in d["slots"].items():
+            scheme, rest = parse_ref(slot, choice["program"])
+            if scheme == "file":
+                choice["program"] = "file:" + str(Path(rest).resolve())
+            elif scheme == "sha256" and not (self.program_dir / f"{rest}.py").is_file():
+                rec = self.store.program_by_hash(rest) if self.store is not None else None
+                if rec is None:
+                    raise SlotError(slot, f"program {choice['program']} is not in the store "
+                                          f"({'no store given' if self.store is None else 'unknown hash'})")
+                materialize(rec.code, self.program_dir)
+        return d
+
+    def _code(self, slot: str, ref: str) -> str:
+        from runtime_modules.slots import parse_ref, program_path
+
+        scheme, rest = parse_ref(slot, ref)
+        path = self.program_dir / f"{rest}.py" if scheme == "sha256" else program_path(slot, ref)
+        return path.read_text(encoding="utf-8")
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, spec: Any, stages: tuple[str, ...] | list[str] = STAGES,
+                 workload: str = "nanovllm-bench-cpu", baseline: Any = None,
+                 runtime_id: int | None = None, run_id: int | None = None,
+                 model: str = "tiny", slots: list[str] | None = None,
+                 parents: dict[str, str] | None = None) -> EvalReport:
+        """Run `stages` (in canonical order) on `spec`; slot stages cover `slots`.
+
+        `slots` defaults to the spec's non-seed slots (all slots for an all-seed runtime);
+        `parents` maps a slot to its parent's code, for the EVOLVE-BLOCK check.
+        """
+        bad = [s for s in stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stage(s) {bad}; stages are {STAGES}")
+        wanted = [s for s in STAGES if s in stages]
+        d = self._resolve(spec)
+        if slots is None:
+            slots = [s for s, c in d["slots"].items() if not c["program"].startswith("seed:")]
+            slots = slots or list(d["slots"])
+        unknown = [s for s in slots if s not in d["slots"]]
+        if unknown:
+            raise ValueError(f"evaluate(slots=...): unknown slot(s) {unknown}")
+        codes = {s: self._code(s, d["slots"][s]["program"]) for s in slots}
+        whash = self._workload_hash(workload) if {"quick_bench", "bench"} & set(wanted) else None
+        report = EvalReport(spec=d, workload=workload, workload_hash=whash, device=self.device)
+        ctx = {"runtime_id": runtime_id, "run_id": run_id, "codes": codes, "spec": d}
+        worker_stages: list[str] = []
+        for stage in wanted:
+            if stage == "static":
+                res = self._static(slots, codes, parents or {})
+            elif stage == "contract" and self._all_cached("contract", d, codes):
+                res = self._merge_cached("contract", d, codes)
+            else:
+                worker_stages = wanted[wanted.index(stage):]
+                break
+            report.stages.append(res)
+            if not res.ok:
+                break
+        if worker_stages and (not report.stages or report.stages[-1].ok):
+            job = {"stages": worker_stages, "spec": d, "slots": slots, "device": self.device,
+                   "model": model, "workload": workload, "seed": secrets.randbelow(2**31),
+                   "baseline": self._resolve(baseline) if baseline is not None else None,
+                   "options": {**self.options, "parents": parents or {}}}
+            report.stages.extend(self._run_worker(job, worker_stages))
+        for res in report.stages:
+            self._record(res, ctx, report)
+        return report
+
+    def _static(self, slots: list[str], codes: dict[str, str],
+                parents: dict[str, str]) -> StageResult:
+        metrics: dict[str, Any] = {}
+        total = 0.0
+        for slot in slots:
+            key = (codes[slot], "static", "any")
+            res = None if slot in parents else self._cache.get(key)
+            if res is None:
+                res = check_static(slot, codes[slot], parents.get(slot))
+                if slot not in parents:
+                    self._cache[key] = res
+            total += res.duration_s
+            if not res.ok:
+                return res
+            metrics[slot] = res.metrics
+        return StageResult("static", "passed", metrics, None, {}, total)
+
+    def _contract_key(self, slot: str, d: dict[str, Any], code: str) -> tuple[str, str, str]:
+        import json
+        params = json.dumps(d["slots"][slot].get("params") or {}, sort_keys=True)
+        return (code, "contract", f"{self.device}|{slot}|{params}")
+
+    def _cached_contract(self, slot: str, d: dict[str, Any], code: str) -> StageResult | None:
+        key = self._contract_key(slot, d, code)
+        if key in self._cache:
+            return self._cache[key]
+        if self.store is None:
+            return None
+        from runtime_modules.slots import code_hash
+        rec = self.store.cached_program_evaluation(code_hash(code), "contract")
+        if rec is None or rec.device != self.device or \
+                (rec.artifacts or {}).get("params", {}) != dict(d["slots"][slot].get("params") or {}):
+            return None
+        res = StageResult("contract", rec.status, {**rec.metrics, "cached": True}, rec.error,
+                          dict(rec.artifacts), 0.0)
+        self._cache[key] = res
+        return res
+
+    def _all_cached(self, stage: str, d: dict[str, Any], codes: dict[str, str]) -> bool:
+        return all(self._cached_contract(s, d, c) is not None for s, c in codes.items())
+
+    def _merge_cached(self, stage: str, d: dict[str, Any], codes: dict[str, str]) -> StageResult:
+        metrics: dict[str, Any] = {}
+        for slot, code in codes.items():
+            res = self._cached_contract(slot, d, code)
+            assert res is not None
+            if not res.ok:
+                return res
+            metrics[slot] = res.metrics
+        return StageResult("contract", "passed", {**metrics, "cached": True})
+
+    def _run_worker(self, job: dict[str, Any], stages: list[str]) -> list[StageResult]:
+        env = {"SDS_PROGRAM_DIR": str(self.program_dir)}
+        if not self.device.startswith("cuda"):
+            env["TRITON_INTERPRET"] = "1"  # Triton kernels run under the interpreter on CPU
+        run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
+                         limits=self.limits, cpu_only=not self.device.startswith("cuda"),
+                         env_extra=env)
+        results = _stage_results(run, stages)
+        if job["stages"] and job["stages"][0] == "contract" and results and \
+                results[0].stage == "contract" and results[0].status in ("passed", "failed"):
+            self._remember_contract(job, results[0])
+        return results
+
+    def _remember_contract(self, job: dict[str, Any], res: StageResult) -> None:
+        """Cache per-slot contract outcomes: all slots on a pass, the failing slot on a fail."""
+        codes = {s: self._code(s, job["spec"]["slots"][s]["program"]) for s in job["slots"]}
+        for slot, code in codes.items():
+            if res.ok:
+                per = StageResult("contract", "passed", dict(res.metrics.get(slot) or {}))
+            elif res.artifacts.get("slot") == slot:
+                per = res
+            else:
+                continue
+            self._cache[self._contract_key(slot, job["spec"], code)] = per
+
+    def _workload_hash(self, name: str) -> str | None:
+        from fitness.workloads import get_workload
+        return get_workload(name).content_hash
+
+    # ------------------------------------------------------------------ recording
+
+    def _record(self, res: StageResult, ctx: dict[str, Any], report: EvalReport) -> None:
+        if self.store is None or res.metrics.get("cached"):
+            return
+        common = {"stage": res.stage, "status": res.status, "error": res.error,
+                  "workload": report.workload if res.stage not in SLOT_STAGES else None,
+                  "workload_hash": report.workload_hash if res.stage not in SLOT_STAGES else None,
+                  "device": self.device, "environment": environment(),
+                  "duration_s": res.duration_s, "run_id": ctx["run_id"]}
+        if res.stage in SLOT_STAGES:
+            for slot, code in ctx["codes"].items():
+                if res.ok or res.artifacts.get("slot") == slot:
+                    prog = self.store.add_program(slot, code, operator="eval", run_id=ctx["run_id"])
+                    params = dict(ctx["spec"]["slots"][slot].get("params") or {})
+                    metrics = res.metrics.get(slot, {}) if res.ok else res.metrics
+                    self.store.add_evaluation(program_id=prog.id, metrics=metrics,
+                                              artifacts={**res.artifacts, "params": params},
+                                              **common)
+        elif ctx["runtime_id"] is not None:
+            self.store.add_evaluation(runtime_id=ctx["runtime_id"], metrics=res.metrics,
+                                      artifacts=res.artifacts, **common)
+        elif len(ctx["codes"]) == 1:  # one module evaluated alone (`sds eval`): attach to it
+            slot, code = next(iter(ctx["codes"].items()))
+            prog = self.store.add_program(slot, code, operator="eval", run_id=ctx["run_id"])
+            self.store.add_evaluation(program_id=prog.id, metrics=res.metrics,
+                                      artifacts=res.artifacts, **common)
+        else:
+            log.debug("stage %s not recorded: no runtime_id and several slots", res.stage)
+
+
+def _stage_results(run: SandboxRun, stages: list[str]) -> list[StageResult]:
+    """Turn the worker's messages (or their absence) into one result per stage run."""
+    by_stage = {m["stage"]: m for m in run.messages if m.get("type") == "result"}
+    started = [m["stage"] for m in run.messages if m.get("type") == "start"]
+    tails = {"stdout_tail": run.stdout_tail[-2000:], "stderr_tail": run.stderr_tail[-2000:]}
+    out: list[StageResult] = []
+    for stage in stages:
+        msg = by_stage.get(stage)
+        if msg is not None:
+            res = StageResult.from_dict({k: v for k, v in msg.items() if k != "type"})
+            if run.limit_hit and res.ok:
+                res = StageResult(stage, "rejected", res.metrics, _limit_error(run),
+                                  {**res.artifacts, **tails}, res.duration_s)
+        elif run.limit_hit:
+            res = StageResult(stage, "rejected", {}, _limit_error(run), tails, run.wall_s)
+        elif run.timed_out_stage == stage or (run.timed_out_stage == "startup" and not out):
+            res = StageResult(stage, "timeout", {}, f"{stage}: exceeded its wall-clock limit of "
+                              f"{run.timeout_s:g} s; the process group was killed", tails,
+                              run.timeout_s or 0.0)
+        elif stage in started or not out:
+            res = StageResult(stage, "crashed", {}, f"{stage}: the worker died "
+                              f"({_exit_text(run.returncode)}) without reporting a result",
+                              {**tails, "returncode": run.returncode}, run.wall_s)
+        else:
+            break
+        if run.forged_messages:
+            res.artifacts["ignored_messages"] = run.forged_messages
+        out.append(res)
+        if not res.ok:
+            break
+    return out
+
+
+def _limit_error(run: SandboxRun) -> str:
+    return ("the candidate tried to exceed the process limit (fork bomb?); every process of "
+            "the evaluation was killed")
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+__all__ = ["DEFAULT_TIMEOUTS", "Harness", "environment"]
