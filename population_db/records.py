@@ -52,7 +52,7 @@ class ProgramRecord:
     llm_call_id: int | None
     run_id: int | None
     created_at: dt.datetime
-    is_new: bool = False
+    is_new: bool = field(default=False, compare=False)  # how it was returned, not what it is
 
     @property
     def ref(self) -> str:

@@ -1,0 +1,167 @@
+"""Crash safety and concurrency: SIGKILLed SQLite writers, parallel writers, queue workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from test_db_fixtures import BACKENDS, PG_URL, db_url, fresh_pg_url, needs_pg  # noqa: F401
+
+from population_db import Store
+
+# A child process: open the store, wait for "go" on stdin, then act per argv[2].
+WORKER = r"""
+import json, random, sys, time
+from population_db import Store
+url, mode, name = sys.argv[1], sys.argv[2], sys.argv[3]
+st = Store.open(url)
+print("ready", flush=True)
+sys.stdin.readline()
+rng = random.Random()
+if mode == "stream":        # insert until killed, printing each committed id
+    i = 0
+    while True:
+        p = st.add_program("rmsnorm", f"# {name} {i} {rng.random()!r}\nX = 1\n")
+        print(p.id, flush=True)
+        i += 1
+elif mode == "write":       # N programs, runtimes and evaluations
+    run = st.get_run("conc")
+    for i in range(int(sys.argv[4])):
+        p = st.add_program("scheduler", f"# {name} {i} {rng.random()!r}\n", run_id=run.id)
+        rt = st.add_runtime(run.id, {"slots": {"scheduler": {"program": p.ref}}})
+        st.add_evaluation(stage="bench", status="passed", runtime_id=rt.id,
+                          metrics={"tok_s": rng.random()})
+elif mode == "claim":       # claim and finish until the queue is empty
+    got = []
+    while (ev := st.claim_evaluation(name, lease_s=60)) is not None:
+        got.append(ev.id)
+        st.complete_evaluation(ev.id, "passed", worker=name, metrics={"by": name})
+    print(json.dumps(got), flush=True)
+elif mode == "die":         # claim one, report it, then hang until killed
+    ev = st.claim_evaluation(name, lease_s=float(sys.argv[4]))
+    print(ev.id, flush=True)
+    time.sleep(600)
+"""
+
+
+def _spawn(url: str, mode: str, name: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, url, mode, name, *extra],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _go(procs: list[subprocess.Popen]) -> None:
+    """Wait until every process has opened the store, then release them together."""
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+
+
+def test_sigkill_mid_stream_keeps_every_commit(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/crash.db"
+    Store.open(url).close()
+    proc = _spawn(url, "stream", "w")
+    _go([proc])
+    committed = []
+    while len(committed) < 200:
+        committed.append(int(proc.stdout.readline()))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    proc.stdin.close()
+    assert proc.returncode == -signal.SIGKILL
+    con = sqlite3.connect(tmp_path / "crash.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = {r[0] for r in con.execute("SELECT id FROM programs")}
+    con.close()
+    assert set(committed) <= stored
+    st = Store.open(url)  # and the store opens it again and can write
+    assert st.add_program("rmsnorm", f"Y = {time.time()!r}\n").is_new
+    st.close()
+
+
+def test_four_sqlite_writers_lose_nothing(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/conc.db"
+    st = Store.open(url)
+    run, _ = st.get_or_create_run("conc")
+    n = 30
+    procs = [_spawn(url, "write", f"w{k}", str(n)) for k in range(4)]
+    _go(procs)
+    reads = 0
+    while any(p.poll() is None for p in procs):  # read while they write
+        st.leaderboard(run.id, limit=5)
+        st.counts(run.id)
+        reads += 1
+    for p in procs:
+        p.stdout.close()
+        p.stdin.close()
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    assert reads > 0
+    assert st.counts(run.id) == {("bench", "passed"): 4 * n}
+    assert st.run_summary(run.id)["programs"] == 4 * n
+    assert len(st.leaderboard(run.id, limit=None)) == 4 * n
+    st.close()
+
+
+@needs_pg
+@pytest.mark.postgres
+def test_eight_postgres_workers_claim_each_once() -> None:
+    url, drop = fresh_pg_url()
+    try:
+        st = Store.open(url)
+        run, _ = st.get_or_create_run("queue")
+        rt = st.add_runtime(run.id, {"slots": {}})
+        ids = [st.enqueue_evaluation(run.id, rt.id) for _ in range(200)]
+        procs = [_spawn(url, "claim", f"w{k}") for k in range(8)]
+        _go(procs)
+        claims = {}
+        for k, p in enumerate(procs):
+            out, _ = p.communicate(timeout=120)
+            assert p.returncode == 0
+            claims[f"w{k}"] = json.loads(out.strip().splitlines()[-1])
+        every = [i for got in claims.values() for i in got]
+        assert sorted(every) == ids  # each exactly once
+        assert sum(1 for got in claims.values() if got) >= 2  # they really competed
+        done = st.evaluations(run=run.id)
+        assert all(e.status == "passed" and e.metrics["by"] == e.worker for e in done)
+        assert {e.id: e.worker for e in done} == {i: w for w, got in claims.items() for i in got}
+        st.close()
+    finally:
+        drop()
+
+
+@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
+def test_dead_worker_lease_returns_to_pending(db_url: str) -> None:  # noqa: F811
+    st = Store.open(db_url)
+    run, _ = st.get_or_create_run("lease")
+    rt = st.add_runtime(run.id, {"slots": {}})
+    eid = st.enqueue_evaluation(run.id, rt.id, stage="bench")
+    proc = _spawn(db_url, "die", "doomed", "1.0")
+    _go([proc])
+    assert int(proc.stdout.readline()) == eid
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    proc.stdin.close()
+    held = st.get_evaluation(eid)
+    assert held.status == "running" and held.worker == "doomed"
+    assert st.claim_evaluation("other", lease_s=5) is None
+    assert st.requeue_expired(max_attempts=2) == 0  # lease still valid
+    time.sleep(max(0.0, (held.lease_expires_at - held.heartbeat_at).total_seconds()) + 0.2)
+    assert st.requeue_expired(max_attempts=2) == 1
+    back = st.get_evaluation(eid)
+    assert (back.status, back.attempt, back.worker) == ("pending", 2, None)
+    again = st.claim_evaluation("other", lease_s=0.2)
+    assert again.id == eid and again.attempt == 2
+    time.sleep(0.4)
+    assert st.requeue_expired(max_attempts=2) == 0
+    failed = st.get_evaluation(eid)
+    assert failed.status == "failed" and "lease expired" in failed.error
+    st.close()
