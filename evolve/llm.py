@@ -97,7 +97,11 @@ class LLMSettings:
         return LLMSettings(models=models, prices=prices, **kw)
 
     def api_key(self) -> str:
-        """The API key from the named environment variable (a placeholder when none is named)."""
+        """The key from the named environment variable.
+
+        A placeholder when no variable is named, or when it is unset and `base_url` is not
+        OpenAI's (local servers want any non-empty key); an error for OpenAI itself.
+        """
         if self.api_key_env is None:
             return NO_KEY
         key = os.environ.get(self.api_key_env, "")

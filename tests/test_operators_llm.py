@@ -186,3 +186,15 @@ def test_unknown_option_is_an_error_naming_it():
                                    "repair_round": 1})
     with pytest.raises(ValueError, match="unknown operator 'llm-patch'"):
         make_operator("llm-patch", {})
+
+
+def test_crlf_reply_and_run_config_llm_section_work():
+    from evolve.config import LLMConfig
+
+    with FakeLLMServer([Reply(GOOD_DIFF.replace("\n", "\r\n"))]) as srv:
+        llm = LLMConfig(models={"m1": 1.0}, base_url=srv.base_url, prices={"m1": [1.0, 3.0]},
+                        api_key_env="SDS_TEST_UNSET_KEY_VAR")
+        result = make_operator("llm-diff", {"llm": llm}).propose(ctx())
+        auth = {k.lower(): v for k, v in srv.requests[0]["headers"].items()}["authorization"]
+    assert isinstance(result, Proposal) and "block.position" in result.code
+    assert auth.startswith("Bearer ") and len(auth) > len("Bearer ")  # a non-empty key

@@ -26,6 +26,7 @@ def parse_diff(reply: str) -> list[tuple[str, str]]:
     """The (search, replace) pairs of a SEARCH/REPLACE reply, in order."""
     if not reply or not reply.strip():
         raise EditError("empty reply")
+    reply = reply.replace("\r\n", "\n")  # some servers answer with CRLF line ends
     blocks = [(s, r) for s, r in _BLOCK.findall(reply)]
     if not blocks:
         if SEARCH in reply:
@@ -62,6 +63,7 @@ def extract_module(reply: str) -> str:
     """The code of the single fenced python block of a rewrite reply."""
     if not reply or not reply.strip():
         raise EditError("empty reply")
+    reply = reply.replace("\r\n", "\n")
     fences = [(lang, body) for lang, body in _FENCE.findall(reply)]
     python = [body for lang, body in fences if lang.lower() in ("python", "py")]
     if not python:
