@@ -1,5 +1,7 @@
 """Crash safety and concurrency: SIGKILLed SQLite writers, parallel writers, queue workers."""
 
+# ruff: noqa: F811  (pytest fixtures imported from test_db_fixtures are parameters here)
+
 from __future__ import annotations
 
 import json
@@ -138,7 +140,7 @@ def test_eight_postgres_workers_claim_each_once() -> None:
 
 
 @pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
-def test_dead_worker_lease_returns_to_pending(db_url: str) -> None:  # noqa: F811
+def test_dead_worker_lease_returns_to_pending(db_url: str) -> None:
     st = Store.open(db_url)
     run, _ = st.get_or_create_run("lease")
     rt = st.add_runtime(run.id, {"slots": {}})

@@ -1,5 +1,7 @@
 """Lineage comes back in one recursive query, whatever the depth, on both backends."""
 
+# ruff: noqa: F811  (pytest fixtures imported from test_db_fixtures are parameters here)
+
 from __future__ import annotations
 
 import random
@@ -17,7 +19,7 @@ def count_statements(st: Store) -> Iterator[list[str]]:
     """Collect the SQL statements (not BEGIN/COMMIT) the store's engine executes."""
     seen: list[str] = []
 
-    def before(conn, cursor, statement, params, context, executemany) -> None:  # noqa: ANN001
+    def before(conn, cursor, statement, params, context, executemany) -> None:
         if not statement.strip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
             seen.append(statement)
 

@@ -1,5 +1,7 @@
 """The evaluation work queue's contract: claim order, heartbeat, completion, lost leases."""
 
+# ruff: noqa: F811  (pytest fixtures imported from test_db_fixtures are parameters here)
+
 from __future__ import annotations
 
 import random

@@ -1,5 +1,7 @@
 """Opening databases: default URL, SQLite settings, schema versions, migrations, bad URLs."""
 
+# ruff: noqa: F811  (pytest fixtures imported from test_db_fixtures are parameters here)
+
 from __future__ import annotations
 
 import sqlite3
@@ -33,9 +35,9 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path) -> None:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
-    run, _ = st.get_or_create_run("fk")
+    st.get_or_create_run("fk")
     with pytest.raises(Exception, match="FOREIGN KEY"):  # an edge to a missing runtime
-        def bad(s) -> None:  # noqa: ANN001
+        def bad(s) -> None:
             s.execute(text("INSERT INTO runtime_parents (child_id, parent_id, role) "
                            "VALUES (4242, 4343, 'parent')"))
         run_write(st.engine, bad, retries=0)
@@ -46,7 +48,7 @@ def test_write_retries_when_locked(tmp_path) -> None:
     st = Store.open(f"sqlite:///{tmp_path}/r.db")
     calls = []
 
-    def flaky(s) -> int:  # noqa: ANN001
+    def flaky(s) -> int:
         calls.append(1)
         if len(calls) < 3:
             raise OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
@@ -54,7 +56,7 @@ def test_write_retries_when_locked(tmp_path) -> None:
 
     assert run_write(st.engine, flaky) == 3
 
-    def broken(s) -> None:  # noqa: ANN001
+    def broken(s) -> None:
         raise OperationalError("INSERT", {}, sqlite3.OperationalError("no such table: nope"))
 
     with pytest.raises(OperationalError, match="no such table"):
@@ -62,7 +64,7 @@ def test_write_retries_when_locked(tmp_path) -> None:
     st.close()
 
 
-def test_other_schema_version_is_refused(db_url: str) -> None:  # noqa: F811
+def test_other_schema_version_is_refused(db_url: str) -> None:
     st = Store.open(db_url)
     run_write(st.engine, lambda s: s.execute(update(SchemaVersion).values(version=0)))
     st.close()
@@ -71,7 +73,7 @@ def test_other_schema_version_is_refused(db_url: str) -> None:  # noqa: F811
         Store.open(db_url)
     applied = []
 
-    def step(conn) -> None:  # noqa: ANN001
+    def step(conn) -> None:
         applied.append(conn.exec_driver_sql("SELECT count(*) FROM runs").scalar())
 
     with pytest.raises(SchemaVersionError, match="no migration step from schema version 0"):

@@ -1,5 +1,7 @@
 """The Store returns what was put in, on SQLite and (when available) PostgreSQL."""
 
+# ruff: noqa: F811  (pytest fixtures imported from test_db_fixtures are parameters here)
+
 from __future__ import annotations
 
 import random
