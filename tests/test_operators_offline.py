@@ -45,6 +45,8 @@ def f(x, y):
 '''
 
 SCORED = SEEDS_DIR / "cache_policy" / "scored.py"
+PRIORITY_SEED = SEEDS_DIR / "scheduler" / "priority.py"
+GP_SEEDS = [("cache_policy", SCORED, "score"), ("scheduler", PRIORITY_SEED, "priority")]
 
 
 def ctx(code: str, seed: int, second: str | None = None, slot: str = "scheduler",
@@ -56,8 +58,9 @@ def ctx(code: str, seed: int, second: str | None = None, slot: str = "scheduler"
                            rng=random.Random(seed))
 
 
-@pytest.mark.parametrize("code", [PRIORITY, SCORED.read_text() if SCORED.exists() else None],
-                         ids=["priority-fixture", "seed-scored"])
+@pytest.mark.parametrize("code", [PRIORITY] + [p.read_text() if p.exists() else None
+                                                for _, p, _ in GP_SEEDS],
+                         ids=["priority-fixture", "seed-scored", "seed-priority"])
 def test_gp_children_are_valid_different_and_reproducible(code):
     if code is None:
         pytest.skip("seeds/cache_policy/scored.py not written yet")
@@ -78,19 +81,20 @@ def test_gp_children_are_valid_different_and_reproducible(code):
     assert random.getstate() == state  # DEAP drew from ctx.rng, not the global random
 
 
-def test_gp_child_of_the_seed_loads_as_a_cache_policy(tmp_path: Path):
-    if not SCORED.exists():
-        pytest.skip("seeds/cache_policy/scored.py not written yet")
-    r = make_operator("gp", {}).propose(ctx(SCORED.read_text(), 3, slot="cache_policy"))
-    path = tmp_path / "child.py"
-    path.write_text(r.code)
-    loaded = load_slot("cache_policy", f"file:{path}")
+@pytest.mark.parametrize("slot, path, fn", GP_SEEDS, ids=["scored", "priority"])
+def test_gp_child_of_a_seed_loads_and_computes_its_expression(tmp_path: Path, slot, path, fn):
+    if not path.exists():
+        pytest.skip(f"{path} not written yet")
+    r = make_operator("gp", {}).propose(ctx(path.read_text(), 3, slot=slot))
+    child = tmp_path / "child.py"
+    child.write_text(r.code)
+    loaded = load_slot(slot, f"file:{child}")
+    target = gp_tree.find_target(r.code)
+    expr = gp_tree.render(gp_tree.to_tree(target.expr, gp_tree.primitive_set(target.args)))
     rng = random.Random(5)
-    args = [rng.uniform(1, 100) for _ in range(5)]
-    expr = gp_tree.render(gp_tree.to_tree(gp_tree.find_target(r.code).expr,
-                                          gp_tree.primitive_set(gp_tree.find_target(r.code).args)))
-    assert loaded.module.score(*args) == pytest.approx(
-        gp_tree.evaluate(expr, gp_tree.find_target(r.code).args, args))
+    args = [rng.uniform(1, 100) for _ in target.args]
+    assert getattr(loaded.module, fn)(*args) == pytest.approx(
+        gp_tree.evaluate(expr, target.args, args))
 
 
 def test_gp_crossover_takes_material_from_the_second_parent():
