@@ -113,10 +113,11 @@ def open_storage(url: str, heartbeat_s: int | None = 30) -> optuna.storages.RDBS
         retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
             or optuna.storages.RetryFailedTrialCallback
         hb = {"heartbeat_interval": int(heartbeat_s), "grace_period": int(heartbeat_s) * 2}
-        callback = retry_cls(max_retry=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        if heartbeat_s:
+            callback = retry_cls(max_retry=2)
         if not heartbeat_s:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         try:
@@ -220,6 +221,38 @@ def materialize_spec(store: Any, spec: RuntimeSpec) -> None:
             materialize(prog.code)
 
 
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count toward the budget: COMPLETE, or FAIL with a recorded reason.
+
+    A trial killed mid-way (its heartbeat went stale) also ends as FAIL, but without a
+    reason: it is retried, not counted.
+    """
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE
+            or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)]
+
+
+def _fail_orphans(study: optuna.Study, storage: optuna.storages.RDBStorage,
+                  grace_s: float) -> None:
+    """FAIL trials killed before their first heartbeat (stale-trial checks never see them)."""
+    import datetime as dt
+
+    from sqlalchemy import text
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return
+    with storage.engine.connect() as conn:
+        beating = {r[0] for r in conn.execute(text("SELECT trial_id FROM trial_heartbeats"))}
+    now = dt.datetime.now()  # Optuna stores local naive times
+    for t in running:
+        if t._trial_id not in beating and t.datetime_start is not None \
+                and (now - t.datetime_start).total_seconds() > grace_s:
+            log.warning("trial %d of %s was killed before it started; marking it failed",
+                        t.number, study.study_name)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
 def _stage_rows(report: Any) -> list[dict[str, Any]]:
     """A report's stage results as plain data small enough for a trial's user attrs."""
     rows = []
@@ -289,8 +322,11 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
     name = study_name or study_name_for(rt.id, workload)
     storage = open_storage(_storage_url(store), heartbeat_s)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed),
                                 load_if_exists=True)
+    # A resumed study must not replay the random start-up samples of the first session.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    if heartbeat_s:
+        _fail_orphans(study, storage, 2 * heartbeat_s)
     defaults = {p.name: p.default for p in space if p.default is not None}
     study.enqueue_trial(defaults, user_attrs={"sds_default": True}, skip_if_exists=True)
 
@@ -311,26 +347,24 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
             raise TrialFailed(f"passed without a usable {METRIC} metric: {value!r}")
         return float(value)
 
-    finished = (TrialState.COMPLETE, TrialState.FAIL)
-    done = len(study.get_trials(deepcopy=False, states=finished))
+    done = len(finished_trials(study))
     if done < trials:
         bar = tqdm(total=trials, initial=done, desc=f"tune rt{rt.id}", unit="trial",
                    disable=not progress, dynamic_ncols=True)
 
         def on_trial(st: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
-            bar.update(1)
-            ok = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            best = max((t.value for t in ok), default=None)
+            fin = finished_trials(st)
+            bar.n = min(len(fin), trials)
+            best = max((t.value for t in fin if t.state == TrialState.COMPLETE), default=None)
             bar.set_postfix({"best_tok_s": f"{best:.1f}" if best else "-",
-                             "failed": len(st.get_trials(deepcopy=False,
-                                                         states=(TrialState.FAIL,)))})
+                             "failed": sum(t.state == TrialState.FAIL for t in fin)})
+            if len(fin) >= trials:  # other workers count too (one study, many machines)
+                st.stop()
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(objective, n_trials=trials - done, timeout=timeout_s,
-                           catch=(TrialFailed,),
-                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished),
-                                      on_trial])
+                           catch=(TrialFailed,), callbacks=[on_trial])
         bar.close()
     return _finish(store, study, rt, spec, space, workload, device, trials)
 
@@ -338,7 +372,7 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
 def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: list[Param],
             workload: str, device: str, trials: int) -> TuneResult:
     """Record the best trial as a child runtime (once per best trial) and summarize."""
-    all_trials = study.get_trials(deepcopy=False)
+    all_trials = finished_trials(study)
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
     failed = [t for t in all_trials if t.state == TrialState.FAIL]
     reasons: dict[str, int] = {}

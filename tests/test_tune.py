@@ -1,0 +1,169 @@
+"""sds tune: the study never loses to the defaults, fails bad trials, records a child, resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from evolve.cli import main
+from evolve.tune import finished_trials, study_name_for, tune_runtime
+from population_db import Store
+from runtime_modules.slots import RuntimeSpec
+
+WORKLOAD = "nanovllm-bench-cpu"
+
+
+@dataclass
+class _Stage:
+    stage: str
+    status: str
+    metrics: dict
+    error: str | None = None
+    duration_s: float = 0.01
+
+
+@dataclass
+class _Report:
+    status: str
+    failed_stage: str | None
+    metrics: dict
+    stages: list = field(default_factory=list)
+
+
+class FakeHarness:
+    """Scores a spec by a smooth function of its parameters; block_size 64 'fails correctness'.
+
+    The optimum (`peak` max_num_seqs, watermark 0) is not the runtime's default (256).
+    """
+
+    def __init__(self, peak: int, log_path: str | None = None, sleep_s: float = 0.0):
+        self.peak, self.log_path, self.sleep_s, self.calls = peak, log_path, sleep_s, []
+
+    def score(self, spec: RuntimeSpec) -> float:
+        seqs = spec.engine["max_num_seqs"]
+        wm = spec.slots["scheduler"].params["watermark_blocks"]
+        return 200.0 - 10.0 * abs(math.log2(seqs) - math.log2(self.peak)) - 0.5 * wm
+
+    def evaluate(self, spec, stages=None, workload=None, model=None, **kw):
+        spec = RuntimeSpec.from_dict(spec)
+        self.calls.append(spec.to_json())
+        if self.log_path:
+            with open(self.log_path, "a") as f:
+                f.write(spec.to_json() + "\n")
+        time.sleep(self.sleep_s)
+        if spec.engine["block_size"] == 64:
+            st = _Stage("correctness", "failed", {}, "token 5: 17 != 301")
+            return _Report("failed", "correctness", {}, [_Stage("static", "passed", {}), st])
+        m = {"tok_s": self.score(spec)}
+        return _Report("passed", None, m, [_Stage("static", "passed", {}),
+                                           _Stage("bench", "passed", m, None, 0.5)])
+
+
+def _seed_runtime(url: str) -> tuple[Store, int, int]:
+    store = Store.open(url)
+    run, _ = store.get_or_create_run("tune-test", {"budget": 1})
+    rt = store.add_runtime(run.id, RuntimeSpec.default("cpu").to_dict(), operator="seed")
+    return store, run.id, rt.id
+
+
+def test_tuning_never_worse_than_defaults_fails_bad_trials_and_records_child(tmp_path):
+    store, run_id, rid = _seed_runtime(f"sqlite:///{tmp_path}/sds.db")
+    peak = random.choice([8, 16, 32, 64])
+    h = FakeHarness(peak)
+    res = tune_runtime(store, rid, trials=12, workload=WORKLOAD, harness=h, device="cpu",
+                       progress=False, seed=random.randrange(1000))
+    assert len(h.calls) == 12 and res.n_complete + res.n_failed == 12
+    # the first trial is the runtime's own parameters, made explicit
+    first = RuntimeSpec.from_json(h.calls[0])
+    assert first.engine["max_num_seqs"] == 256 and first.engine["block_size"] == 16
+    assert res.default_value == pytest.approx(h.score(first))
+    assert res.best_value >= res.default_value
+    # failed trials are FAIL, never a value
+    study = optuna.load_study(study_name=study_name_for(rid, WORKLOAD),
+                              storage=f"sqlite:///{tmp_path}/sds.db")
+    for t in study.trials:
+        if t.params.get("engine.block_size") == 64:
+            assert t.state == TrialState.FAIL and t.value is None
+            assert "correctness" in t.user_attrs["fail_reason"]
+    # the child runtime holds the best parameters, with its evaluations
+    child = store.get_runtime(res.runtime_id)
+    assert child.operator == "tune" and child.run_id == run_id and child.parents == ((rid, "parent"),)
+    assert h.score(RuntimeSpec.from_dict(child.spec)) == pytest.approx(res.best_value)
+    bench = store.evaluations(runtime_id=child.id, stage="bench", status="passed")
+    assert bench and bench[-1].metrics["tok_s"] == pytest.approx(res.best_value)
+    # tuning again with the same budget runs nothing and creates no second child
+    again = tune_runtime(store, rid, trials=12, workload=WORKLOAD, harness=h, device="cpu",
+                         progress=False)
+    assert len(h.calls) == 12 and again.runtime_id == res.runtime_id
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_tune import FakeHarness
+    from evolve.tune import tune_runtime
+    from population_db import Store
+    tune_runtime(Store.open({url!r}), {rid}, trials=8, workload={wl!r}, device="cpu",
+                 harness=FakeHarness(32, {log!r}, sleep_s=0.4), progress=False, heartbeat_s=1)
+""")
+
+
+def test_tuning_resumes_after_kill_without_repeating_finished_trials(tmp_path):
+    url = f"sqlite:///{tmp_path}/sds.db"
+    store, _, rid = _seed_runtime(url)
+    log = tmp_path / "calls.log"
+    code = _CHILD.format(tests=str(Path(__file__).parent), url=url, rid=rid, wl=WORKLOAD,
+                         log=str(log))
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    name = study_name_for(rid, WORKLOAD)
+    deadline = time.time() + 120
+    target = random.randint(2, 4)
+    while time.time() < deadline:  # kill it mid-trial, after a random number of trials
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+            if len(finished_trials(study)) >= target:
+                break
+        except KeyError:
+            pass
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = finished_trials(optuna.load_study(study_name=name, storage=url))
+    assert target <= len(before) < 8
+    time.sleep(2.5)  # past the grace period: the killed trial's heartbeat is stale
+    h = FakeHarness(32)
+    res = tune_runtime(store, rid, trials=8, workload=WORKLOAD, harness=h, device="cpu",
+                       progress=False, heartbeat_s=1)
+    study = optuna.load_study(study_name=name, storage=url)
+    after = finished_trials(study)
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # the killed one was failed
+    assert len(after) == 8 and res.n_complete + res.n_failed == 8
+    assert len(h.calls) == 8 - len(before)  # nothing finished was evaluated again
+    old = {json.dumps(t.params, sort_keys=True) for t in before}
+    resumed = [t for t in after if t.number > max(t.number for t in before)]
+    assert not old & {json.dumps(t.params, sort_keys=True) for t in resumed}
+    assert {t.number for t in before} <= {t.number for t in after}
+    assert len(log.read_text().splitlines()) >= len(before)
+    assert res.best_value >= res.default_value
+
+
+def test_tune_cli_unknown_runtime_exit_2(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/sds.db"
+    Store.open(url)
+    assert main(["tune", "999", "--db", url, "--trials", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "999" in err[0]
+    assert main(["tune", "abc", "--db", url]) == 2
