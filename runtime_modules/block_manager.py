@@ -71,6 +71,10 @@ class BlockManager:
 
     def can_allocate(self, seq: Sequence, n: int) -> bool:
         """Whether `allocate(seq, n)` would succeed now."""
+        table = seq.block_table
+        if table:  # fast path: a running sequence (once per sequence per step)
+            return -(-(seq.num_computed_tokens + n) // self.block_size) - len(table) \
+                <= self._num_free
         return self._free_needed(seq, n) <= self._num_free
 
     def allocate(self, seq: Sequence, n: int) -> bool:
@@ -79,23 +83,31 @@ class BlockManager:
         A sequence without blocks first takes its prefix-cache hits (raising
         num_computed_tokens and num_cached_tokens by the tokens found).
         """
+        bs, table = self.block_size, seq.block_table
+        if table:  # fast path: a running sequence usually needs no new block
+            need = -(-(seq.num_computed_tokens + n) // bs) - len(table)
+            if need <= 0:
+                return True
+            if need > self._num_free:
+                return False
+            for _ in range(need):
+                table.append(self._take_free(len(table)))
+            return True
         if self._free_needed(seq, n) > self._num_free:
             return False
-        bs, table = self.block_size, seq.block_table
-        if not table:
-            if seq.num_computed_tokens:
-                raise RuntimeError(f"{seq}: has computed tokens but no blocks")
-            hits = self._hits(seq)
-            for b in hits:
-                if self.ref_count[b] == 0:
-                    self.policy.remove(b)
-                    self._num_free -= 1
-                self.ref_count[b] += 1
-                self.num_hits[b] += 1
-                table.append(b)
-            seq.num_computed_tokens = seq.num_cached_tokens = len(hits) * bs
-            seq.num_hashed_blocks = len(hits)
-            self.prefix_hit_tokens += len(hits) * bs
+        if seq.num_computed_tokens:
+            raise RuntimeError(f"{seq}: has computed tokens but no blocks")
+        hits = self._hits(seq)
+        for b in hits:
+            if self.ref_count[b] == 0:
+                self.policy.remove(b)
+                self._num_free -= 1
+            self.ref_count[b] += 1
+            self.num_hits[b] += 1
+            table.append(b)
+        seq.num_computed_tokens = seq.num_cached_tokens = len(hits) * bs
+        seq.num_hashed_blocks = len(hits)
+        self.prefix_hit_tokens += len(hits) * bs
         for _ in range(-(-(seq.num_computed_tokens + n) // bs) - len(table)):
             table.append(self._take_free(len(table)))
         return True

@@ -87,29 +87,38 @@ class Engine:
             raise self._bad(f"schedule() must return a list, got {type(batch).__name__}")
         if len(batch) > c.max_num_seqs:
             raise self._bad(f"{len(batch)} sequences > max_num_seqs={c.max_num_seqs}")
-        bs, live, total, seen = c.block_size, self.live, 0, set()
-        for item in batch:
-            seq, n = item
-            sid = seq.seq_id
-            if sid in seen or live.get(sid) is not seq:
-                raise self._bad(f"{seq} is scheduled twice or is not a live sequence")
-            seen.add(sid)
-            end = seq.num_computed_tokens + n
-            if not (isinstance(n, int) and 1 <= n and end <= len(seq.token_ids)):
-                raise self._bad(f"{seq} given n={n!r}; expected 1 <= n <= "
-                                f"{seq.num_uncomputed_tokens}")
-            if len(seq.block_table) * bs < end:
-                raise self._bad(f"{seq} given n={n} without allocated blocks for them "
-                                "(call block_manager.allocate)")
-            if end > c.max_model_len:
-                raise self._bad(f"{seq} would hold {end} KV tokens > max_model_len="
-                                f"{c.max_model_len}")
-            if seq.status is not RUNNING:
-                raise self._bad(f"{seq} scheduled with status {seq.status.name}, not RUNNING")
-            total += n
+        bs, max_len, total = c.block_size, c.max_model_len, 0
+        try:
+            for seq, n in batch:  # the cheap test first; the precise message only on failure
+                end = seq.num_computed_tokens + n
+                if (n < 1 or end > len(seq.token_ids) or end > max_len
+                        or len(seq.block_table) * bs < end or seq.status is not RUNNING):
+                    self._explain(seq, n)
+                total += n
+            ids = {seq.seq_id for seq, _ in batch}
+        except (TypeError, ValueError, AttributeError) as e:
+            raise self._bad(f"schedule() must return (Sequence, int) pairs: {e}") from None
+        if len(ids) != len(batch):
+            raise self._bad("a sequence is scheduled twice in one step")
+        if not ids <= self.live.keys():
+            raise self._bad(f"sequences {sorted(ids - self.live.keys())[:5]} are not live")
         if total > c.max_num_batched_tokens:
             raise self._bad(f"{total} tokens > max_num_batched_tokens="
                             f"{c.max_num_batched_tokens}")
+
+    def _explain(self, seq: Sequence, n: int) -> None:
+        c = self.config
+        end = seq.num_computed_tokens + n
+        if not (isinstance(n, int) and 1 <= n and end <= len(seq.token_ids)):
+            raise self._bad(f"{seq} given n={n!r}; expected 1 <= n <= "
+                            f"{seq.num_uncomputed_tokens}")
+        if end > c.max_model_len:
+            raise self._bad(f"{seq} would hold {end} KV tokens > max_model_len="
+                            f"{c.max_model_len}")
+        if len(seq.block_table) * c.block_size < end:
+            raise self._bad(f"{seq} given n={n} without allocated blocks for them "
+                            "(call block_manager.allocate)")
+        raise self._bad(f"{seq} scheduled with status {seq.status.name}, not RUNNING")
 
     def step_sequences(self) -> list[Sequence]:
         """One engine step; the sequences that finished in it."""
