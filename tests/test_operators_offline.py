@@ -158,6 +158,12 @@ def test_literal_changes_only_numbers_inside_blocks_keeping_types():
     assert len(seen) >= 10
 
 
+def test_literal_keeps_powers_of_two_powers_of_two():
+    code = "def f(x):\n    # EVOLVE-BLOCK-START\n    return x[:64]\n    # EVOLVE-BLOCK-END\n"
+    news = {make_operator("literal", {}).propose(ctx(code, s)).code for s in range(10)}
+    assert news == {code.replace("64", "128"), code.replace("64", "32")}
+
+
 def test_literal_rejects_code_without_blocks_or_numbers():
     no_block = "def f(x):\n    return x * 2.5\n"
     r = make_operator("literal", {}).propose(ctx(no_block, 0))

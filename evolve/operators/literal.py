@@ -2,8 +2,8 @@
 
 Numbers are found with `tokenize` (so strings, comments and names like `x2` are never
 touched), only on lines inside an EVOLVE-BLOCK. A few are drawn with `ctx.rng` and scaled by
-a log-normal factor; ints stay ints (and change by at least 1), floats stay floats, the
-sign is kept. Code without EVOLVE-BLOCKs or without numbers in them is rejected.
+a log-normal factor; ints stay ints (and change by at least 1; powers of two from 16 up,
+like Triton block sizes, are doubled or halved), floats stay floats, the sign is kept. Code without EVOLVE-BLOCKs or without numbers in them is rejected.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def perturb(text: str, rng: random.Random, sigma: float) -> str:
     is_int = not any(c in clean.lower() for c in ".e") or clean.lower().startswith("0x")
     if is_int:
         value = int(clean, 0)
+        if value >= 16 and value & (value - 1) == 0:  # Triton block sizes must stay powers of 2
+            return str(value * 2 if rng.random() < 0.5 else value // 2)
         new = round(value * math.exp(rng.gauss(0.0, sigma)))
         if new == value:  # small ints: a multiplicative step rounds back to itself
             new = value + (rng.choice((-1, 1)) if value > 0 else 1)
