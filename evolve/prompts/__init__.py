@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import json
 from functools import cache
 from pathlib import Path
@@ -96,7 +97,7 @@ def build_prompt(kind: str, ctx: MutationContext, max_inspirations: int = 3) -> 
     """The full mutation prompt of `kind` ("diff" or "rewrite") for `ctx`."""
     if kind not in KINDS:
         raise ValueError(f"prompt kind must be one of {KINDS}, got {kind!r}")
-    return render(kind, slot=ctx.slot, contract=(ctx.contract or "").strip(),
+    return render(kind, slot=ctx.slot, contract=inspect.cleandoc(ctx.contract or "(no contract given)"),
                   parent_code=ctx.parent.code.rstrip(),
                   parent_metrics=format_metrics(ctx.parent.metrics),
                   parent_artifacts=format_artifacts(ctx.parent.artifacts),
