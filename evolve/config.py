@@ -52,14 +52,14 @@ class OperatorConfig:
     """One mutation operator: its sampling weight and options passed to make_operator."""
 
     weight: float = _opt(1.0, check=_nonneg, expect="a number >= 0")
-    options: dict[str, Any] = _opt({})
+    options: dict[str, Any] = _opt({})  # noqa: RUF009
 
 
 @dataclass(frozen=True)
 class LLMConfig:
     """The OpenAI-compatible endpoint and its models, sampled by weight per call."""
 
-    models: dict[str, float] = _opt({}, check=lambda d: all(w >= 0 for w in d.values()),
+    models: dict[str, float] = _opt({}, check=lambda d: all(w >= 0 for w in d.values()),  # noqa: RUF009
                                     expect="a mapping of model name to weight >= 0")
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -67,7 +67,7 @@ class LLMConfig:
     max_tokens: int = _opt(4096, check=_pos, expect="a positive integer")
     timeout_s: float = _opt(120.0, check=_pos, expect="a positive number")
     retries: int = _opt(3, check=_nonneg, expect="an integer >= 0")
-    prices: dict[str, list[float]] = _opt(
+    prices: dict[str, list[float]] = _opt(  # noqa: RUF009
         {}, check=lambda d: all(len(p) == 2 and min(p) >= 0 for p in d.values()),
         expect="a mapping of model name to [USD per 1M input tokens, USD per 1M output tokens]")
 
@@ -89,7 +89,7 @@ class SelectionConfig:
     method: str = _opt("tournament", choices=("tournament", "nsga2"))
     tournament_size: int = _opt(3, check=_pos, expect="a positive integer")
     elitism: int = _opt(1, check=_nonneg, expect="an integer >= 0")
-    objectives: list[str] = _opt(["tok_s:max"], check=lambda v: len(v) > 0 and all(
+    objectives: list[str] = _opt(["tok_s:max"], check=lambda v: len(v) > 0 and all(  # noqa: RUF009
         isinstance(o, str) and o.count(":") == 1 and o.split(":")[1] in ("max", "min")
         and o.split(":")[0] for o in v), expect="a non-empty list of 'metric:max' or 'metric:min'")
     inspirations: int = _opt(2, check=_nonneg, expect="an integer >= 0")
@@ -103,14 +103,14 @@ class SelectionConfig:
 class EvaluationConfig:
     """How each child is scored by the fitness harness."""
 
-    stages: list[str] = _opt(list(STAGE_NAMES), check=lambda v: len(v) > 0 and all(
+    stages: list[str] = _opt(list(STAGE_NAMES), check=lambda v: len(v) > 0 and all(  # noqa: RUF009
         s in STAGE_NAMES for s in v), expect=f"a non-empty list drawn from {list(STAGE_NAMES)}")
-    workloads: list[str] = _opt(["nanovllm-bench-cpu"], check=lambda v: len(v) > 0,
+    workloads: list[str] = _opt(["nanovllm-bench-cpu"], check=lambda v: len(v) > 0,  # noqa: RUF009
                                 expect="a non-empty list of workload names")
     model: str = "tiny"
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
-    thresholds: dict[str, float] = _opt({})
-    timeouts: dict[str, float] = _opt({}, check=lambda d: all(
+    thresholds: dict[str, float] = _opt({})  # noqa: RUF009
+    timeouts: dict[str, float] = _opt({}, check=lambda d: all(  # noqa: RUF009
         k in STAGE_NAMES and t > 0 for k, t in d.items()),
         expect=f"a mapping of stage name {list(STAGE_NAMES)} to seconds > 0")
 
@@ -157,7 +157,7 @@ class TuneConfig:
 class TargetConfig:
     """What evolves: slots, and the seed runtime every island starts from."""
 
-    slots: list[str] = _opt(["scheduler"], check=lambda v: len(v) > 0 and all(
+    slots: list[str] = _opt(["scheduler"], check=lambda v: len(v) > 0 and all(  # noqa: RUF009
         s in SLOTS for s in v), expect=f"a non-empty list drawn from {list(SLOTS)}")
     runtime: dict[str, Any] | None = None  # a RuntimeSpec dict; None: the device's defaults
 
@@ -369,9 +369,17 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
         raise ConfigError(f"{source}: a run config must be a YAML mapping, got {raw!r}")
     for item in overrides:
         apply_override(raw, item, f"{source} (--set {item})")
-    cfg = _build(RunConfig, raw, "", source)
-    cfg = dataclasses.replace(cfg, source=source, raw=raw)
-    _check_whole(cfg, source)
+    try:
+        cfg = _build(RunConfig, raw, "", source)
+        cfg = dataclasses.replace(cfg, source=source, raw=raw)
+        _check_whole(cfg, source)
+    except ConfigError as e:
+        # Say where a bad value came from when an override set it.
+        hits = [o for o in overrides if f" {o.split('=', 1)[0].strip()} " in f" {e} "
+                or f"{o.split('=', 1)[0].strip()};" in str(e)]
+        if hits:
+            raise ConfigError(f"{e} (from --set {hits[-1]})") from None
+        raise
     return cfg
 
 

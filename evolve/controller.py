@@ -77,6 +77,7 @@ class Controller:
         self._usd = 0.0
         self._code_cache: dict[str, str] = {}
         self._prog_ids: dict[str, int] = {}
+        self._parent_code: dict[int, dict[str, str]] = {}  # child -> {slot: parent's code}
 
     # ------------------------------------------------------------------ the main loop
 
@@ -336,6 +337,7 @@ class Controller:
         self.st.seen_specs.add(spec_key(spec_d))
         if code_key:
             self.st.seen_codes.add(code_key)
+            self._parent_code[rt.id] = {slot: self._code_cache[self._ref(parent, slot)]}
         return rt.id, self.store.enqueue_evaluation(self.run_id, rt.id, FULL)
 
     def _record_proposal(self, status: str, program_id: int | None, reason: str,
@@ -356,7 +358,8 @@ class Controller:
                              cfg.evaluation.stages, cfg.evaluation.workloads,
                              baseline=None if runtime_id == seed.runtime_id else seed.spec,
                              runtime_id=runtime_id, run_id=self.run_id,
-                             model=cfg.evaluation.model, device=self.device)
+                             model=cfg.evaluation.model, device=self.device,
+                             parents=self._parent_code.get(runtime_id))
 
     def _on_result(self, runtime_id: int, eval_id: int, res: ChildResult) -> None:
         row = self.store.complete_evaluation(eval_id, res.status, metrics=res.metrics,

@@ -39,11 +39,12 @@ def make_harness(cfg: RunConfig, store: Any, device: str) -> Any:
                               "timeouts": dict(cfg.evaluation.timeouts) or None}
     params = inspect.signature(Harness).parameters
     if cfg.evaluation.thresholds:
-        if "thresholds" not in params:
+        # The harness passes `options` to its stages (e.g. quick_bench's rejection ratio).
+        if "options" not in params:
             raise NotImplementedError(
                 f"{cfg.source}: evaluation.thresholds is set but fitness.Harness takes no "
-                "thresholds argument; remove it from the config")
-        kwargs["thresholds"] = dict(cfg.evaluation.thresholds)
+                "stage options; remove it from the config")
+        kwargs["options"] = dict(cfg.evaluation.thresholds)
     return Harness(**kwargs)
 
 

@@ -66,8 +66,12 @@ def aggregate(per_workload: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def score_runtime(harness: Any, spec: dict[str, Any], stages: list[str], workloads: list[str],
                   baseline: dict[str, Any] | None, runtime_id: int | None, run_id: int | None,
-                  model: str, device: str | None = None) -> ChildResult:
-    """Evaluate `spec` with `harness` on every workload; never raises (a crash is a status)."""
+                  model: str, device: str | None = None,
+                  parents: dict[str, str] | None = None) -> ChildResult:
+    """Evaluate `spec` with `harness` on every workload; never raises (a crash is a status).
+
+    `parents` maps each changed slot to its parent's code, for the EVOLVE-BLOCK check.
+    """
     t0 = time.monotonic()
     per: dict[str, dict[str, Any]] = {}
     dev = device
@@ -75,8 +79,10 @@ def score_runtime(harness: Any, spec: dict[str, Any], stages: list[str], workloa
     for i, wl in enumerate(workloads):
         st = list(stages) if i == 0 else [s for s in stages if s in BENCH_STAGES]
         try:
+            extra = {"parents": parents} if parents else {}
             report = harness.evaluate(spec, stages=tuple(st), workload=wl, baseline=baseline,
-                                      runtime_id=runtime_id, run_id=run_id, model=model)
+                                      runtime_id=runtime_id, run_id=run_id, model=model,
+                                      **extra)
         except Exception as e:  # a harness bug must not kill the run: record it as a crash
             log.exception("harness raised on runtime %s", runtime_id)
             return ChildResult("crashed", error=f"harness raised {type(e).__name__}: {e}",

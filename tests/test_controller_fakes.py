@@ -57,7 +57,7 @@ class FakeHarness:
 
     def evaluate(self, spec: dict[str, Any], stages: tuple[str, ...] = (), workload: str = "",
                  baseline: dict[str, Any] | None = None, runtime_id: int | None = None,
-                 run_id: int | None = None, model: str = "tiny") -> FakeReport:
+                 run_id: int | None = None, model: str = "tiny", **kw: Any) -> FakeReport:
         time.sleep(self.delay_s)
         self.calls.append((runtime_id, workload))
         r = spec_score(spec)
