@@ -209,3 +209,17 @@ def test_assemble_rejects_without_a_distinct_second_parent():
     assert isinstance(r, Rejected) and "second parent" in r.reason
     r = op.propose(ctx("", 0, spec=SPEC_A, spec2=SPEC_A))
     assert isinstance(r, Rejected) and "no change" in r.reason
+
+
+@pytest.mark.parametrize("name, options, needle", [
+    ("gp", {"max_height": 0}, "operators.gp.max_height"),
+    ("gp", {"crossover_prob": "high"}, "operators.gp.crossover_prob"),
+    ("gp", {"mutations": ["flip"]}, "operators.gp.mutations"),
+    ("literal", {"sigma": -1}, "operators.literal.sigma"),
+    ("literal", {"max_change": 2}, "max_change"),
+    ("assemble", {"attempts": 2.5}, "operators.assemble.attempts"),
+])
+def test_bad_options_name_the_key(name, options, needle):
+    with pytest.raises(ValueError) as e:
+        make_operator(name, options)
+    assert needle in str(e.value)

@@ -14,6 +14,7 @@ import random
 from typing import Any
 
 from evolve.operators.base import MutationContext, Proposal, Rejected
+from evolve.operators.options import check_keys, number
 from runtime_modules.slots import RuntimeSpec, SlotError
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,8 @@ class AssembleOperator:
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = dict(config or {})
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ValueError(f"operators.assemble: unknown key(s) {sorted(unknown)}; expected "
-                             f"some of {sorted(CONFIG_KEYS)}")
-        self.attempts = int(config.get("attempts", 20))
-        if self.attempts < 1:
-            raise ValueError(f"operators.assemble.attempts must be >= 1, got {self.attempts}")
+        check_keys(self.name, config, CONFIG_KEYS)
+        self.attempts = number(self.name, config, "attempts", 20, int, 1)
 
     def propose(self, ctx: MutationContext) -> Proposal | Rejected:
         """A child spec mixing both parents; never raises."""

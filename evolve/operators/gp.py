@@ -22,6 +22,7 @@ from deap import gp
 from evolve.operators import gp_tree
 from evolve.operators.base import MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
+from evolve.operators.options import check_keys, number
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +38,16 @@ class GPOperator:
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = dict(config or {})
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ValueError(f"operators.gp: unknown key(s) {sorted(unknown)}; expected some "
-                             f"of {sorted(CONFIG_KEYS)}")
-        self.max_height = int(config.get("max_height", 8))
-        self.crossover_prob = float(config.get("crossover_prob", 0.5))
-        self.attempts = int(config.get("attempts", 20))
-        self.mutations = tuple(config.get("mutations", MUTATIONS))
+        check_keys(self.name, config, CONFIG_KEYS)
+        self.max_height = number(self.name, config, "max_height", 8, int, 1, 90)
+        self.crossover_prob = number(self.name, config, "crossover_prob", 0.5, float, 0, 1)
+        self.attempts = number(self.name, config, "attempts", 20, int, 1)
+        muts = config.get("mutations", MUTATIONS)
+        self.mutations = (muts,) if isinstance(muts, str) else tuple(muts)
         bad = [m for m in self.mutations if m not in MUTATIONS]
         if bad or not self.mutations:
             raise ValueError(f"operators.gp.mutations must be a non-empty list from "
                              f"{list(MUTATIONS)}, got {list(self.mutations)}")
-        if self.max_height < 1 or not 0 <= self.crossover_prob <= 1 or self.attempts < 1:
-            raise ValueError(f"operators.gp: need max_height >= 1, 0 <= crossover_prob <= 1, "
-                             f"attempts >= 1; got {self.max_height}, {self.crossover_prob}, "
-                             f"{self.attempts}")
 
     def propose(self, ctx: MutationContext) -> Proposal | Rejected:
         """A child whose GP expression differs from the parent's; never raises."""

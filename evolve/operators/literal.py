@@ -17,6 +17,7 @@ from typing import Any
 
 from evolve.operators.base import MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
+from evolve.operators.options import check_keys, number
 from runtime_modules.slots import evolve_blocks
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,9 @@ class LiteralOperator:
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = dict(config or {})
-        unknown = set(config) - CONFIG_KEYS
-        if unknown:
-            raise ValueError(f"operators.literal: unknown key(s) {sorted(unknown)}; expected "
-                             f"some of {sorted(CONFIG_KEYS)}")
-        self.max_changes = int(config.get("max_changes", 2))
-        self.sigma = float(config.get("sigma", 0.3))
-        if self.max_changes < 1 or not self.sigma > 0:
-            raise ValueError(f"operators.literal: need max_changes >= 1 and sigma > 0, got "
-                             f"{self.max_changes} and {self.sigma}")
+        check_keys(self.name, config, CONFIG_KEYS)
+        self.max_changes = number(self.name, config, "max_changes", 2, int, 1)
+        self.sigma = number(self.name, config, "sigma", 0.3, float, 1e-6, 10)
 
     def propose(self, ctx: MutationContext) -> Proposal | Rejected:
         """A child with some constants changed; never raises."""
