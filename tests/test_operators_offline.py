@@ -223,3 +223,13 @@ def test_bad_options_name_the_key(name, options, needle):
     with pytest.raises(ValueError) as e:
         make_operator(name, options)
     assert needle in str(e.value)
+
+
+def test_gp_is_reproducible_when_proposals_run_in_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    op = make_operator("gp", {})
+    sequential = [op.propose(ctx(PRIORITY, s)).code for s in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda s: op.propose(ctx(PRIORITY, s)).code, range(16)))
+    assert threaded == sequential
