@@ -73,6 +73,7 @@ class Harness:
         self.startup_timeout_s = startup_timeout_s
         self.options = dict(options or {})  # passed to the worker's stages
         self._cache: dict[tuple[str, str, str], StageResult] = {}
+        self.last_run: SandboxRun | None = None  # the latest sandboxed worker run (debugging)
 
     # ------------------------------------------------------------------ spec handling
 
@@ -207,6 +208,7 @@ class Harness:
         run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
                          limits=self.limits, cpu_only=not self.device.startswith("cuda"),
                          env_extra=env)
+        self.last_run = run
         results = _stage_results(run, stages)
         if job["stages"] and job["stages"][0] == "contract" and results and \
                 results[0].stage == "contract" and results[0].status in ("passed", "failed"):

@@ -8,6 +8,7 @@ into a `failed` (or `crashed`, for out-of-memory) result by the worker. Slot-lev
 from __future__ import annotations
 
 import importlib
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,12 @@ def stage_contract(ctx: WorkerContext) -> StageResult:
         try:
             loaded = load_slot(slot, ref, params)  # candidate code first runs here
         except SlotError as e:
-            return StageResult("contract", "failed", metrics, str(e), {"slot": slot})
+            if isinstance(e.__cause__, MemoryError):
+                raise e.__cause__ from None  # the worker reports it as `crashed`
+            art: dict[str, Any] = {"slot": slot}
+            if e.__cause__ is not None:
+                art["traceback"] = "".join(traceback.format_exception(e.__cause__))[-4000:]
+            return StageResult("contract", "failed", metrics, str(e), art)
         res = _resolve(CONTRACT_CHECKERS[slot])(slot, loaded, ctx)
         metrics[slot] = res.metrics
         if not res.ok:

@@ -61,6 +61,7 @@ def isolate(config: dict[str, Any]) -> None:
             _linux.mount_proc()
     if mounts:
         _linux.readonly_except(config["workdir"])
+        os.chdir(config["workdir"])  # the old cwd still points below the new writable mount
     limits = [(resource.RLIMIT_CPU, config.get("cpu_s")),
               (resource.RLIMIT_NOFILE, config.get("nofile")),
               (resource.RLIMIT_FSIZE, config.get("fsize")),

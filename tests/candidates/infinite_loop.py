@@ -1,0 +1,3 @@
+"""Spins forever at import: must end as `timeout`."""
+while True:
+    pass
