@@ -60,12 +60,28 @@ def _check_out_dir(out_dir: Path) -> None:
                           "choose a new or empty folder (nothing was written)")
 
 
-def rewrite_imports(code: str, pkg: str, where: str) -> str:
-    """`code` with imports of sds's engine packages moved under `pkg` (`from pkg.x ...`)."""
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside `if TYPE_CHECKING:` blocks (never executed)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
+def rewrite_imports(code: str, pkg: str, where: str, type_checking: bool = True) -> str:
+    """`code` with imports of sds's engine packages moved under `pkg` (`from pkg.x ...`).
+
+    With type_checking=False, imports under `if TYPE_CHECKING:` are left as they are, so a
+    module that only names engine types keeps its exact text (and code hash).
+    """
     tree = ast.parse(code, filename=where)
+    skip = set() if type_checking else _type_checking_nodes(tree)
     lines = code.splitlines(keepends=True)
     edits: list[tuple[int, int, str, str]] = []  # (line, col, old, new)
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             top = node.module.split(".")[0]
             if top in ("runtime_modules", "seeds"):
@@ -89,7 +105,10 @@ def check_self_contained(root: Path, pkg: str) -> None:
     """Raise ExportError if any module under `root` imports a package of sds."""
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        skip = _type_checking_nodes(tree)
         for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -101,7 +120,7 @@ def check_self_contained(root: Path, pkg: str) -> None:
                                       f"the package {pkg} must be self-contained")
 
 
-def _copy_tree(src: Path, dst: Path, pkg: str) -> None:
+def _copy_tree(src: Path, dst: Path, pkg: str, type_checking: bool) -> None:
     """Copy a package's .py files (and data) with imports rewritten; skip caches."""
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
@@ -110,7 +129,8 @@ def _copy_tree(src: Path, dst: Path, pkg: str) -> None:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".py":
-            target.write_text(rewrite_imports(path.read_text(encoding="utf-8"), pkg, str(rel)),
+            target.write_text(rewrite_imports(path.read_text(encoding="utf-8"), pkg, str(rel),
+                                              type_checking),
                               encoding="utf-8")
         else:
             shutil.copy2(path, target)
@@ -163,8 +183,9 @@ def export_runtime(store: Any, runtime_or_run: int | str, out_dir: str | Path,
     tmp = Path(tempfile.mkdtemp(prefix=f".{pkg}-", dir=out_dir.parent))
     try:
         root = tmp / pkg
-        _copy_tree(ENGINE_DIR, root / "runtime_modules", pkg)
-        _copy_tree(SEEDS_DIR, root / "seeds", pkg)
+        _copy_tree(ENGINE_DIR, root / "runtime_modules", pkg, type_checking=True)
+        # Seeds and chosen modules keep their exact text: the engine reports code hashes.
+        _copy_tree(SEEDS_DIR, root / "seeds", pkg, type_checking=False)
         (root / "modules").mkdir()
         (root / "modules" / "__init__.py").write_text(
             '"""The module sources this runtime chose, one file per slot."""\n')
@@ -172,7 +193,8 @@ def export_runtime(store: Any, runtime_or_run: int | str, out_dir: str | Path,
         modules: dict[str, Any] = {}
         for slot, choice in spec.slots.items():
             code = _program_code(store, slot, choice.program)
-            bundled = rewrite_imports(code, pkg, f"{slot} ({choice.program})")
+            bundled = rewrite_imports(code, pkg, f"{slot} ({choice.program})",
+                                      type_checking=False)
             (root / "modules" / f"{slot}.py").write_text(bundled, encoding="utf-8")
             exported["slots"][slot]["program"] = f"file:modules/{slot}.py"
             modules[slot] = {"file": f"{pkg}/modules/{slot}.py", "ref": choice.program,
