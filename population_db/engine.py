@@ -146,7 +146,8 @@ def ensure_schema(engine: Engine, url: str, create: bool = True) -> None:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
     except OperationalError as e:
-        raise StoreError(f"cannot connect to {_safe(url)}: {str(e.orig).strip()}") from None
+        reason = " ".join(str(e.orig).split())  # libpq's messages span lines
+        raise StoreError(f"cannot connect to {_safe(url)}: {reason}") from None
     if "schema_version" in tables:
         _check_version(engine, url)
         return

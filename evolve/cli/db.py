@@ -1,0 +1,307 @@
+"""`sds runs | leaderboard | lineage | show | diff`: browse the population database.
+
+Ids: runtimes `r12`, programs `p7` or a code-hash prefix (`sha256:3fa9c1` or `3fa9c1`, at
+least 6 hex digits), evaluations `e5` (show only). Each verb takes --db URL and --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, table
+from population_db import (
+    LineageEntry,
+    NotFound,
+    ProgramRecord,
+    RuntimeRecord,
+    Store,
+    StoreError,
+    unified_diff,
+)
+
+ID_HELP = "r<N> (runtime), p<N> or a code-hash prefix of >= 6 hex digits (program)"
+_ID = re.compile(r"^(?:(?P<kind>[rpe])(?P<num>\d+)|(?:sha256:)?(?P<hash>[0-9a-fA-F]{6,64}))$")
+
+
+def parse_id(text: str, kinds: str = "rp") -> tuple[str, int | str]:
+    """('r', 12) for r12, ('p', 7) for p7, ('p', hex) for a hash prefix, ('e', 5) for e5."""
+    m = _ID.match(text.strip())
+    kind = (m.group("kind") or "p") if m else None
+    if m is None or kind not in kinds:
+        raise UsageError(f"bad id {text!r}: expected {ID_HELP}"
+                         + (", or e<N> (evaluation)" if "e" in kinds else ""))
+    return kind, int(m.group("num")) if m.group("num") else m.group("hash").lower()
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """The store at --db (never created by a browsing verb); bad URL -> UsageError."""
+    try:
+        return Store.open(db_url(args), create=False)
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+
+
+def _node(store: Store, kind: str, key: int | str) -> RuntimeRecord | ProgramRecord:
+    try:
+        return store.get_runtime(int(key)) if kind == "r" else store.get_program(key)
+    except NotFound as e:
+        raise UsageError(str(e)) from None
+
+
+def _metrics(m: dict[str, Any], n: int = 4) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in list(m.items())[:n] if not isinstance(v, dict | list))
+
+
+# --------------------------------------------------------------------------- runs, board
+
+def runs_rows(store: Store) -> list[dict[str, Any]]:
+    """One summary row per run."""
+    rows = [store.run_summary(r.id) for r in store.list_runs()]
+    for r in rows:
+        r["best_runtime"] = f"r{r['best_runtime']}" if r["best_runtime"] else None
+    return rows
+
+
+def leaderboard_rows(store: Store, run: str, metric: str, limit: int,
+                     higher: bool = True) -> list[dict[str, Any]]:
+    """A run's best runtimes, best first."""
+    try:
+        board = store.leaderboard(run, metric=metric, limit=limit, higher_is_better=higher)
+    except NotFound as e:
+        raise UsageError(str(e)) from None
+    return [{"rank": b.rank, "runtime": f"r{b.runtime.id}", metric: b.score,
+             "island": b.runtime.island, "generation": b.runtime.generation,
+             "operator": b.runtime.operator, "evaluation": f"e{b.evaluation_id}",
+             "created_at": b.runtime.created_at} for b in board]
+
+
+# ----------------------------------------------------------------------------- lineage
+
+def lineage_nodes(store: Store, ident: str) -> list[dict[str, Any]]:
+    """Every ancestor of a runtime or program, with depth, role, operator, status, metrics."""
+    kind, key = parse_id(ident)
+    node = _node(store, kind, key)
+    entries: list[LineageEntry] = (store.ancestors(node.id) if kind == "r"
+                                   else store.program_ancestors(node.id))
+    ids = sorted({e.node.id for e in entries})
+    latest = store.latest_evaluations(**({"runtime_ids": ids} if kind == "r"
+                                         else {"program_ids": ids}))
+    scores = store.scores(node.run_id, ids) if kind == "r" else {}
+    rows = []
+    for e in entries:
+        ev = latest.get((kind, e.node.id))
+        rows.append({"id": f"{kind}{e.node.id}", "depth": e.depth, "role": e.role,
+                     "via": f"{kind}{e.via_id}" if e.via_id is not None else None,
+                     "operator": e.node.operator,
+                     "generation": getattr(e.node, "generation", None),
+                     "score": scores.get(e.node.id),
+                     "stage": ev.stage if ev else None, "status": ev.status if ev else None,
+                     "metrics": ev.metrics if ev else {}})
+    return rows
+
+
+def render_tree(rows: list[dict[str, Any]]) -> str:
+    """An indented ancestry tree: each node, then its parents one level deeper."""
+    by_id = {r["id"]: r for r in rows}
+    parents: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["via"] is not None:
+            parents.setdefault(r["via"], []).append(r)
+    lines: list[str] = []
+    shown: set[str] = set()
+
+    def walk(r: dict[str, Any], indent: str, role: str) -> None:
+        head = f"{indent}{'' if role == 'self' else role + ': '}{r['id']} [{r['operator']}]"
+        if r["generation"] is not None:
+            head += f" gen {r['generation']}"
+        if r["status"]:
+            head += f"  {r['stage']} {r['status']}"
+        if r["score"] is not None:
+            head += f"  score {r['score']:.4g}"
+        elif r["metrics"]:
+            head += f"  {_metrics(r['metrics'])}"
+        if r["id"] in shown and parents.get(r["id"]):
+            lines.append(head + "  (ancestry shown above)")
+            return
+        lines.append(head)
+        shown.add(r["id"])
+        for p in sorted(parents.get(r["id"], []), key=lambda p: (p["role"], p["id"])):
+            walk(by_id[p["id"]] | {"role": p["role"]}, indent + "  ", p["role"])
+
+    root = next(r for r in rows if r["depth"] == 0)
+    walk(root, "", "self")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- show
+
+def show_data(store: Store, ident: str) -> dict[str, Any]:
+    """Everything about one runtime, program or evaluation, as plain data."""
+    kind, key = parse_id(ident, kinds="rpe")
+    if kind == "e":
+        try:
+            return {"evaluation": _plain(store.get_evaluation(int(key)))}
+        except NotFound as e:
+            raise UsageError(str(e)) from None
+    node = _node(store, kind, key)
+    out: dict[str, Any] = {"kind": "runtime" if kind == "r" else "program"}
+    if isinstance(node, RuntimeRecord):
+        out["runtime"] = _plain(node)
+        out["programs"] = {slot: _program(store, p) if isinstance(p, ProgramRecord) else p
+                           for slot, p in store.runtime_programs(node.id).items()}
+        out["evaluations"] = [_plain(e) for e in store.evaluations(runtime_id=node.id)]
+    else:
+        out["program"] = _program(store, node)
+        out["evaluations"] = [_plain(e) for e in store.evaluations(program_id=node.id)]
+    return out
+
+
+def _program(store: Store, p: ProgramRecord) -> dict[str, Any]:
+    d = _plain(p)
+    d.pop("is_new", None)
+    d["llm_call"] = _plain(store.get_llm_call(p.llm_call_id)) if p.llm_call_id else None
+    return d
+
+
+def _plain(rec: Any) -> dict[str, Any]:
+    return {k: getattr(rec, k) for k in rec.__dataclass_fields__}
+
+
+def render_show(d: dict[str, Any]) -> str:
+    """Human-readable `sds show`."""
+    if "evaluation" in d:
+        return json.dumps(d["evaluation"], indent=2, default=str)
+    out: list[str] = []
+    if d["kind"] == "runtime":
+        r = d["runtime"]
+        ps = ", ".join(f"{role} r{pid}" for pid, role in r["parents"]) or "none (seed)"
+        out += [(f"runtime r{r['id']}  run {r['run_id']}  island {r['island']}  "
+                 f"gen {r['generation']}  operator {r['operator']}"), f"parents: {ps}",
+                "spec: " + json.dumps(r["spec"], sort_keys=True)]
+        for slot, p in d["programs"].items():
+            out.append(f"\n== slot {slot}: " + (p if isinstance(p, str) else
+                                                 f"p{p['id']} sha256:{p['code_hash'][:12]}"))
+            if not isinstance(p, str):
+                out += _program_lines(p)
+    else:
+        p = d["program"]
+        out.append(f"program p{p['id']}  slot {p['slot']}  sha256:{p['code_hash']}")
+        out += _program_lines(p)
+    out.append("\n== evaluations")
+    out.append(table([{"id": f"e{e['id']}", "stage": e["stage"], "status": e["status"],
+                       "metrics": _metrics(e["metrics"]), "duration_s": e["duration_s"],
+                       "error": (e["error"] or "").splitlines()[0][:60] if e["error"] else None}
+                      for e in d["evaluations"]]))
+    return "\n".join(out)
+
+
+def _program_lines(p: dict[str, Any]) -> list[str]:
+    parent = f"p{p['parent_id']}" if p["parent_id"] else "-"
+    lines = [f"operator {p['operator']}  parent {parent}", "--- code", p["code"]]
+    if p["llm_call"]:
+        c = p["llm_call"]
+        lines += [(f"--- LLM call {c['id']}: {c['model']}, {c['tokens_in']} in / "
+                   f"{c['tokens_out']} out, ${c['cost_usd']:.4f}"), "--- prompt", c["prompt"],
+                  "--- reply", c["response"] or f"(no reply: {c['error']})"]
+    return lines
+
+
+# -------------------------------------------------------------------------------- diff
+
+def diff_text(store: Store, a: str, b: str) -> str:
+    """Unified diff from A to B: program code, or a runtime's spec and changed slots' code."""
+    (ka, xa), (kb, xb) = parse_id(a), parse_id(b)
+    if ka != kb:
+        raise UsageError(f"cannot diff {a!r} with {b!r}: both must be runtimes or programs")
+    na, nb = _node(store, ka, xa), _node(store, kb, xb)
+    if isinstance(na, ProgramRecord):
+        return unified_diff(na.code, nb.code, f"p{na.id}", f"p{nb.id}")
+    spec_a = json.dumps(na.spec, indent=2, sort_keys=True) + "\n"
+    spec_b = json.dumps(nb.spec, indent=2, sort_keys=True) + "\n"
+    parts = [unified_diff(spec_a, spec_b, f"r{na.id}/spec", f"r{nb.id}/spec")]
+    pa, pb = store.runtime_programs(na.id), store.runtime_programs(nb.id)
+    for slot in sorted(set(pa) | set(pb)):
+        ca, cb = _slot_code(slot, pa.get(slot)), _slot_code(slot, pb.get(slot))
+        if ca != cb:
+            parts.append(unified_diff(ca, cb, f"r{na.id}/{slot}", f"r{nb.id}/{slot}"))
+    return "".join(parts)
+
+
+def _slot_code(slot: str, p: ProgramRecord | str | None) -> str:
+    if p is None:
+        return ""
+    if isinstance(p, ProgramRecord):
+        return p.code
+    try:  # a seed or file reference: read it where it lives
+        from runtime_modules.slots import program_path
+
+        return program_path(slot, p).read_text()
+    except Exception:  # noqa: BLE001  (an unresolvable ref still diffs by name)
+        return f"# {p}\n"
+
+
+# ---------------------------------------------------------------------------- handlers
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    rows = runs_rows(open_store(args))
+    emit_json(rows) if args.json else print(table(rows, ["id", "run", "status", "runtimes",
+                                                         "evaluations", "best_tok_s",
+                                                         "best_runtime", "llm_calls",
+                                                         "cost_usd", "created_at"]))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    rows = leaderboard_rows(open_store(args), args.run, args.metric, args.limit,
+                            not args.lower_is_better)
+    emit_json(rows) if args.json else print(table(rows))
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    rows = lineage_nodes(open_store(args), args.id)
+    emit_json(rows) if args.json else print(render_tree(rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    d = show_data(open_store(args), args.id)
+    emit_json(d) if args.json else print(render_show(d))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    text = diff_text(open_store(args), args.a, args.b)
+    emit_json({"a": args.a, "b": args.b, "diff": text}) if args.json else print(
+        text or "(identical)", end="" if text else "\n")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="the runs in the database")
+    p.set_defaults(func=cmd_runs)
+    add_db(p), add_json(p)
+    p = sub.add_parser("leaderboard", help="a run's best runtimes")
+    p.add_argument("run", help="run name or id")
+    p.add_argument("--metric", default="tok_s", help="metric of the bench stage (tok_s)")
+    p.add_argument("--limit", type=int, default=10, help="rows to show (10)")
+    p.add_argument("--lower-is-better", action="store_true", help="rank ascending")
+    p.set_defaults(func=cmd_leaderboard)
+    add_db(p), add_json(p)
+    p = sub.add_parser("lineage", help="ancestry tree of a runtime or program")
+    p.add_argument("id", help=ID_HELP)
+    p.set_defaults(func=cmd_lineage)
+    add_db(p), add_json(p)
+    p = sub.add_parser("show", help="one runtime, program or evaluation in full")
+    p.add_argument("id", help=ID_HELP + ", or e<N> (evaluation)")
+    p.set_defaults(func=cmd_show)
+    add_db(p), add_json(p)
+    p = sub.add_parser("diff", help="code change from A to B (programs or runtimes)")
+    p.add_argument("a", help=ID_HELP)
+    p.add_argument("b", help="same kind as A")
+    p.set_defaults(func=cmd_diff)
+    add_db(p), add_json(p)
