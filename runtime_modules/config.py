@@ -179,6 +179,9 @@ class ModelConfig:
         if rtype != "default":
             raise NotImplementedError(f"{p}: rope_type {rtype!r} is not implemented "
                                       "(only 'default')")
+        act = d.get("hidden_act", "silu")
+        if act != "silu":
+            raise NotImplementedError(f"{p}: hidden_act {act!r} is not implemented (only silu)")
         theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
         heads = d["num_attention_heads"]
         known = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
