@@ -26,12 +26,15 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from runtime_modules.slots import RuntimeSpec, load_slot, materialize
+from runtime_modules.slots import RuntimeSpec, load_slot, materialize, program_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKLOAD = "nanovllm-bench-cpu"
 METRIC = "tok_s"
+# quick_bench only screens against a parent; a trial has none, and bench measures anyway.
+TUNE_STAGES = ("static", "contract", "correctness", "bench")
+SLOT_LEVEL = ("static", "contract")  # recorded per program by the harness, not per runtime
 
 # Engine parameters worth searching, with choices around the engine's defaults. Powers of
 # two keep Triton tiles and block tables aligned; the runtime's own value is always added.
@@ -312,10 +315,9 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if harness is None:
         from fitness import Harness
-        harness = Harness(store=store, device=device)
-    if stages is None:
-        from fitness import STAGES
-        stages = tuple(STAGES)
+        # No store: trial results live in the study; only the winner is recorded (below).
+        harness = Harness(store=None, device=device, program_dir=program_dir())
+    stages = tuple(stages or TUNE_STAGES)
     fixed, model = _workload_facts(workload, model)
     materialize_spec(store, spec)
     space = search_space(spec, device, fixed)
@@ -335,6 +337,7 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
         cand = apply_params(spec, space, values, device)
         report = harness.evaluate(cand, stages=stages, workload=workload, model=model)
         trial.set_user_attr("stages", _stage_rows(report))
+        trial.set_user_attr("workload_hash", getattr(report, "workload_hash", None))
         value = (report.metrics or {}).get(METRIC)
         if report.status != "passed":
             failed = [s for s in getattr(report, "stages", []) if s.status != "passed"]
@@ -397,9 +400,13 @@ def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: 
                                   operator="tune", parents=[(rt.id, "parent")])
         child_id = child.id
         for row in best.user_attrs.get("stages", []):
+            if row["stage"] in SLOT_LEVEL:
+                continue
             store.add_evaluation(stage=row["stage"], status=row["status"], runtime_id=child_id,
                                  run_id=rt.run_id, metrics=row["metrics"], error=row["error"],
                                  workload=workload, device=device,
+                                 workload_hash=best.user_attrs.get("workload_hash"),
+                                 artifacts={"study": study.study_name, "trial": best.number},
                                  duration_s=row["duration_s"])
         study.set_user_attr("sds_tuned", {"trial": best.number, "runtime_id": child_id})
         log.info("tuned runtime %s -> %s (%s %.2f)", rt.id, child_id, METRIC, best.value)
