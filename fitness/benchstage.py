@@ -1,0 +1,112 @@
+"""The `quick_bench` and `bench` stages: candidate vs baseline, interleaved, on the harness's clock.
+
+Both engines are built once and warmed up; then rounds alternate their order (C B, B C, ...)
+so drift (thermal, other load) hits both alike. Each run is timed with the clock captured
+by the worker before any candidate code was imported (device synchronized), and
+cross-checked against the bench module's own timing. The candidate must really be loaded
+(code hashes), and a tok/s above the workload's physical floor is rejected as a measurement
+error. `quick_bench` runs a prefix of the workload once and rejects a clearly slower one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any
+
+from fitness.result import StageResult
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.synchronize()
+
+
+def _timed(llm: Any, wl: Any, device: str) -> dict[str, Any]:
+    from fitness.bench import run_workload
+    from fitness.worker import perf_counter  # captured before candidate code ran
+
+    _sync(device)
+    t0 = perf_counter()
+    res = run_workload(llm, wl, warmup=False)
+    _sync(device)
+    own = perf_counter() - t0
+    if own + 0.05 < res["wall_s"] or res["wall_s"] < 0.5 * own - 0.05:
+        raise _Rejected(f"the bench's clock ({res['wall_s']:.3f} s) disagrees with the "
+                        f"harness's ({own:.3f} s)")
+    res["wall_s"] = own
+    res["tok_s"] = wl.num_output_tokens / own
+    return res
+
+
+class _Rejected(Exception):
+    pass
+
+
+def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
+    """Interleaved candidate/baseline measurement; see the module docstring."""
+    from fitness.bench import build_llm
+    from fitness.correctness import loaded_mismatch, model_dir
+    from fitness.floor import measure_bandwidth, physical_floor
+    from fitness.workloads import get_workload
+    from runtime_modules.slots import RuntimeSpec
+
+    stage = "quick_bench" if quick else "bench"
+    device = "cuda" if str(ctx.device).startswith("cuda") else "cpu"
+    opts = ctx.options
+    wl = get_workload(ctx.workload)
+    if quick:
+        n = int(opts.get("quick_bench_requests", max(2, len(wl.requests) // 4)))
+        wl = dataclasses.replace(wl, requests=wl.requests[:n], name=f"{wl.name}[:{n}]")
+    repeats = int(opts.get("quick_bench_repeats" if quick else "bench_repeats",
+                           1 if quick else 3))
+    model = ctx.model if ctx.model else wl.model
+    if model in ("tiny",):
+        model = str(model_dir(model))
+    baseline = ctx.baseline or RuntimeSpec.default(device).to_dict()
+    cand = build_llm(wl, model=model, runtime=ctx.spec, device=device)
+    why = loaded_mismatch(cand, ctx.spec)
+    if why:
+        return StageResult(stage, "rejected", {}, why, {"loaded": cand.loaded_slots})
+    base = build_llm(wl, model=model, runtime=baseline, device=device)
+    warm = dataclasses.replace(wl, requests=wl.requests[:2], name="warmup")
+    for llm in (cand, base):
+        from fitness.bench import run_workload
+        run_workload(llm, warm, warmup=False)
+    runs: dict[str, list[dict[str, Any]]] = {"cand": [], "base": []}
+    try:
+        for r in range(repeats):
+            order = ("cand", "base") if r % 2 == 0 else ("base", "cand")
+            for who in order:
+                runs[who].append(_timed(cand if who == "cand" else base, wl, device))
+    except _Rejected as e:
+        return StageResult(stage, "rejected", {}, str(e), {"workload": wl.name})
+    c_tok = [x["tok_s"] for x in runs["cand"]]
+    b_tok = [x["tok_s"] for x in runs["base"]]
+    ratios = [c / b for c, b in zip(c_tok, b_tok)]
+    last = runs["cand"][-1]
+    metrics: dict[str, Any] = {
+        "tok_s": statistics.median(c_tok), "tok_s_baseline": statistics.median(b_tok),
+        "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "ratio_stdev": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
+        "repeats": repeats, "workload": wl.name, "output_tokens": last["output_tokens"],
+    }
+    for k, v in last.items():
+        if k.startswith(("ttft", "tpot", "peak_mem")) and isinstance(v, (int, float)):
+            metrics[k] = v
+    bandwidth = opts.get("bandwidth") or measure_bandwidth(device)
+    floor = physical_floor(cand.model_config, wl, bandwidth,
+                           dtype_bytes=2 if device == "cuda" else 4)
+    metrics["floor_tok_s"] = floor["max_tok_s"]
+    if max(c_tok) > floor["max_tok_s"]:
+        return StageResult(stage, "rejected", metrics,
+                           f"{max(c_tok):.1f} tok/s is above the physical floor's "
+                           f"{floor['max_tok_s']:.1f} tok/s: a measurement error, not a speed-up",
+                           {"floor": floor})
+    min_ratio = float(opts.get("quick_bench_min_ratio", 0.8))
+    if quick and metrics["ratio"] < min_ratio:
+        return StageResult(stage, "rejected", metrics,
+                           f"clearly slower than the baseline: {metrics['ratio']:.3f}x "
+                           f"(threshold {min_ratio}x)", {"tok_s": c_tok, "baseline": b_tok})
+    return StageResult(stage, "passed", metrics)

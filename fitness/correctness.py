@@ -1,0 +1,114 @@
+"""The `correctness` stage: the whole engine with the candidate runtime against transformers.
+
+The model is written to the work dir (`save_pretrained`, seeded random weights, no
+download) and loaded by both sides. Prompts of mixed lengths come in two waves, the second
+sharing prefixes with the first, so prefix-cache hits are exercised. The oracle is
+transformers in fp32, teacher-forced on the engine's own output: at every generated
+position the engine's token must be the oracle's argmax. On CPU (fp32) that is exact
+greedy equality. On GPU (bf16) a mismatch is allowed only at a near-tie (the oracle's top-1
+and the engine's token within `tie_tol` nats), after which that sequence is no longer
+compared; the largest log-probability deficit before it is reported as a metric.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from fitness.result import StageResult
+
+MAX_TOKENS = 12
+
+
+def _prompts(seed: int, vocab: int) -> tuple[list[list[int]], list[list[int]]]:
+    rng = random.Random(seed)
+    wave1 = [[rng.randrange(2, vocab) for _ in range(n)] for n in (3, 17, 41, 24, 9, 33)]
+    shared = [rng.randrange(2, vocab) for _ in range(20)]
+    wave2 = [wave1[2][:35] + [rng.randrange(2, vocab) for _ in range(4)],
+             shared + [rng.randrange(2, vocab) for _ in range(5)],
+             shared + [rng.randrange(2, vocab) for _ in range(11)],
+             wave1[5] + [rng.randrange(2, vocab)]]
+    return wave1, wave2
+
+
+def model_dir(model: str) -> Path:
+    """A Hugging Face folder for `model`: a preset written here, or the given folder."""
+    import torch
+
+    from runtime_modules.models import save_pretrained
+
+    if Path(model).is_dir():
+        return Path(model)
+    path = Path.cwd() / f"model-{model}"
+    if not (path / "config.json").exists():
+        save_pretrained(model, path, seed=0, dtype=torch.float32)
+    return path
+
+
+def loaded_mismatch(llm: Any, spec: dict[str, Any]) -> str | None:
+    """None if the engine loaded exactly the spec's programs (by code hash), else why."""
+    from runtime_modules.slots import code_hash, program_path
+
+    loaded = llm.loaded_slots
+    for slot, choice in spec["slots"].items():
+        want = code_hash(program_path(slot, choice["program"]).read_text(encoding="utf-8"))
+        got = (loaded.get(slot) or {}).get("code_hash")
+        if got != want:
+            return (f"the engine ran {slot} with code hash {str(got)[:12]}, not the candidate's "
+                    f"{want[:12]}: the candidate was not loaded")
+    return None
+
+
+def check_correctness(ctx: Any) -> StageResult:
+    """Greedy output of the engine with this runtime vs the transformers oracle."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from runtime_modules import LLM, SamplingParams
+
+    device = "cuda" if str(ctx.device).startswith("cuda") else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    tie_tol = float(ctx.options.get("tie_tol", 0.1 if device == "cuda" else 0.0))
+    path = model_dir(ctx.model)
+    oracle = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    wave1, wave2 = _prompts(ctx.seed, oracle.config.vocab_size)
+    llm = LLM(str(path), runtime=ctx.spec, device=device, dtype=dtype, seed=0)
+    why = loaded_mismatch(llm, ctx.spec)
+    if why:
+        return StageResult("correctness", "rejected", {}, why, {"loaded": llm.loaded_slots})
+    greedy = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS, ignore_eos=True)
+    outs = [o.token_ids for o in llm.generate(wave1, greedy)]
+    outs += [o.token_ids for o in llm.generate(wave2, greedy)]
+    prompts = wave1 + wave2
+    worst, compared, ties = 0.0, 0, 0
+    for i, (prompt, got) in enumerate(zip(prompts, outs)):
+        if len(got) != MAX_TOKENS:
+            return StageResult("correctness", "failed", {}, f"prompt {i}: the engine produced "
+                               f"{len(got)} tokens with ignore_eos and max_tokens={MAX_TOKENS}",
+                               {"prompt_index": i, "prompt_len": len(prompt), "got": got})
+        ids = torch.tensor([prompt + got[:-1]], device=device)
+        with torch.no_grad():
+            logp = oracle(ids).logits[0, len(prompt) - 1:].float().log_softmax(-1)
+        for j, tok in enumerate(got):
+            best = int(logp[j].argmax())
+            gap = float(logp[j, best] - logp[j, tok])
+            compared += 1
+            if tok == best:
+                continue
+            if gap <= tie_tol:
+                ties += 1
+                break  # a near-tie: the sequences may diverge from here on, harmlessly
+            want = [int(t) for t in logp[: j + 1].argmax(-1)]
+            return StageResult(
+                "correctness", "failed", {"tokens_compared": compared},
+                f"prompt {i} (length {len(prompt)}): token {j} is {tok}, the oracle's greedy "
+                f"token is {best} (log-prob gap {gap:.4f} > tie tolerance {tie_tol})",
+                {"prompt_index": i, "prompt_len": len(prompt), "position": j, "got": got,
+                 "expected_prefix": want, "logprob_gap": gap, "dtype": str(dtype)})
+            worst = max(worst, gap)
+        worst = max(worst, 0.0)
+    return StageResult("correctness", "passed",
+                       {"tokens_compared": compared, "near_ties": ties,
+                        "max_logprob_gap": worst, "dtype": str(dtype),
+                        "prefix_hit_tokens": int(llm.stats.get("prefix_hit_tokens", 0))})
