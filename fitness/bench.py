@@ -158,8 +158,9 @@ def run_workload(llm: Any, workload: Workload, warmup: bool = True) -> dict[str,
                            f"not produce max_tokens tokens, e.g. request {bad[0]}: "
                            f"{lens[bad[0]]} != {workload.requests[bad[0]].max_tokens}")
     stats1 = dict(getattr(llm, "stats", {}) or {})
+    gauges = {"num_kv_blocks", "free_kv_blocks", "unfinished"}  # levels, not counters
     delta = {k: stats1[k] - stats0.get(k, 0) for k in stats1
-             if isinstance(stats1[k], (int, float))}
+             if isinstance(stats1[k], (int, float)) and k not in gauges}
     mem_key, mem = _peak_memory(device)
     res: dict[str, Any] = {
         "workload": workload.name, "workload_hash": workload.content_hash,
