@@ -48,6 +48,7 @@ class InputBuilder:
         self.synced: list[int] = []  # block-table entries already copied into the row
         self.free_rows: list[int] = []
         self._staging: torch.Tensor | None = None
+        self._copied: torch.cuda.Event | None = None  # the last copy out of the staging buffer
 
     def release(self, seq: Sequence) -> None:
         """Forget a finished sequence's row."""
@@ -161,13 +162,17 @@ class InputBuilder:
         if not self.pin:
             return host
         size = arr.size
+        if self._copied is not None:
+            self._copied.synchronize()  # the previous step's copy has left the pinned buffer
         if self._staging is None or self._staging.numel() < size:
             self._staging = torch.empty(max(size, 1 << 16), dtype=torch.int32, pin_memory=True)
-        # a pinned buffer reused every step: the previous copy must have been consumed,
-        # which holds because the engine syncs once per step when it fetches tokens
         buf = self._staging[:size]
         buf.copy_(host)
-        return buf.to(self.device, non_blocking=True)
+        out = buf.to(self.device, non_blocking=True)
+        if self._copied is None:
+            self._copied = torch.cuda.Event()
+        self._copied.record()
+        return out
 
     def _floats(self, values: list[float]) -> torch.Tensor:
         t = torch.tensor(values, dtype=torch.float32)
