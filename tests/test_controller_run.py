@@ -1,0 +1,137 @@
+"""The controller end to end with a cheap fake harness and operator: everything recorded
+(programs, runtimes, keyed evaluations, lineage, proposals rejected or duplicate), failed
+children never parents, budget / stagnation / wall-clock stops recorded as events."""
+
+from __future__ import annotations
+
+import csv
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_controller_fakes import FakeHarness, FakeOperator
+
+from evolve.config import config_from_dict
+from evolve.launch import launch
+from evolve.population import FULL, PROPOSE, run_evaluations, run_runtimes
+from population_db import Store
+
+
+def _cfg(**over):
+    raw = {"target": {"slots": ["scheduler", "cache_policy"],
+                      "runtime": {"slots": {"scheduler": "seed:scheduler/priority",
+                                            "cache_policy": "seed:cache_policy/scored"}}},
+           "operators": {"fake": 1}, "islands": {"count": 2, "migration_interval": 5},
+           "evaluation": {"workloads": ["w1", "w2"], "device": "cpu"},
+           "budget": {"max_evaluations": 14},
+           "concurrency": {"max_proposals": 2, "max_evaluations": 2},
+           "seed": random.randrange(1000)}
+    for k, v in over.items():
+        raw.setdefault(k, {}).update(v) if isinstance(v, dict) else raw.__setitem__(k, v)
+    return config_from_dict(raw, "test.yaml")
+
+
+def _go(tmp_path, cfg, name="t", harness=None):
+    db = f"sqlite:///{tmp_path}/sds.db"
+    out, summary = launch(cfg, name=name, db=db, harness=harness or FakeHarness(),
+                          operators={"fake": FakeOperator()}, runs_csv=tmp_path / "runs.csv",
+                          progress=False)
+    return out, summary, Store.open(db)
+
+
+def test_small_run_records_everything(tmp_path):
+    cfg = _cfg()
+    out, summary, store = _go(tmp_path, cfg)
+    assert out.status == "finished" and out.reason == "max_evaluations"
+    runtimes = {r.id: r for r in run_runtimes(store, out.run_id)}
+    full = run_evaluations(store, out.run_id, FULL)
+    assert len(full) == 14 and all(r.status in ("passed", "failed") for r in full)
+    evaluated = [r.runtime_id for r in full]
+    assert len(set(evaluated)) == len(evaluated)  # one keyed row per runtime
+    own = [i for i, r in runtimes.items() if r.operator not in ("migration", "reseed")]
+    assert sorted(own) == sorted(evaluated)  # every child evaluated, none twice
+    status = {r.runtime_id: r.status for r in full}
+    seed = next(i for i, r in runtimes.items() if r.operator == "seed")
+    for rid, rt in runtimes.items():
+        if rid == seed:
+            assert rt.parents == ()
+            continue
+        parents = [p for p, role in rt.parents if role == "parent"]
+        assert len(parents) == 1
+        src = parents[0]
+        while runtimes[src].operator in ("migration", "reseed"):
+            src = next(p for p, role in runtimes[src].parents if role == "parent")
+        assert status[src] == "passed", f"runtime {rid} bred from a failed parent {src}"
+    # each stage of the two workloads went through the harness; children carry program rows
+    child = next(i for i, r in runtimes.items() if r.operator == "fake")
+    prog_ref = [c["program"] for c in runtimes[child].spec["slots"].values()
+                if c["program"].startswith("sha256:")]
+    assert prog_ref and store.get_program(prog_ref[0]).operator == "fake"
+    assert any(e.depth >= 1 for e in store.ancestors(child))
+    best = summary["best_runtime"]
+    assert {e.node.id for e in store.ancestors(best)} >= {seed} or best == seed
+    # rejected and duplicate proposals are recorded with their reasons, never evaluated
+    props = run_evaluations(store, out.run_id, PROPOSE)
+    assert all(p.error for p in props) and {p.status for p in props} <= {"rejected", "duplicate"}
+    kinds = [e.kind for e in store.events(out.run_id)]
+    assert kinds.count("budget_stop") == 1 and "start" in kinds and "migration" in kinds
+    assert store.get_run(out.run_id).status == "finished"
+    rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert len(rows) == 1 and rows[0]["tags.run"] == "t"
+    assert int(rows[0]["metrics.evaluations"]) == 14
+    assert float(rows[0]["metrics.speedup"]) == summary["speedup"] or \
+        abs(float(rows[0]["metrics.speedup"]) - summary["speedup"]) < 1e-4
+    assert set(rows[0]) >= {"params.target_slots", "params.operators", "metrics.llm_usd",
+                            "metrics.gpu_s", "metrics.wall_s", "tags.workload", "tags.device"}
+    # a second run appends a second row
+    _go(tmp_path, _cfg(budget={"max_evaluations": 3}), name="t2")
+    assert len(list(csv.DictReader((tmp_path / "runs.csv").open()))) == 2
+
+
+def test_stagnation_stop_is_an_event(tmp_path):
+    cfg = _cfg(stagnation={"window": 4, "min_improvement": 0.01, "action": "stop"},
+               budget={"max_evaluations": 40})
+    out, _summary, store = _go(tmp_path, cfg, harness=FakeHarness(flat=True, fail_rate=0.0))
+    assert out.reason == "stagnation" and out.status == "finished"
+    assert out.evaluations < 40
+    ev = store.events(out.run_id, "stagnation")
+    assert len(ev) == 1 and ev[0].data["window"] == 4
+    assert store.events(out.run_id, "stop")[0].data["reason"] == "stagnation"
+
+
+def test_stagnation_reseeds_weakest_island(tmp_path):
+    cfg = _cfg(stagnation={"window": 3, "min_improvement": 0.5, "action": "reseed"},
+               budget={"max_evaluations": 16})
+    out, _, store = _go(tmp_path, cfg)
+    assert out.reason == "max_evaluations"
+    resets = store.events(out.run_id, "island_reset")
+    assert resets
+    rts = {r.id: r for r in run_runtimes(store, out.run_id)}
+    copy = rts[resets[0].data["new_runtime"]]
+    assert copy.operator == "reseed" and copy.island == resets[0].data["island"]
+
+
+def test_wall_budget_and_failed_seed(tmp_path):
+    cfg = _cfg(budget={"max_evaluations": 1000, "max_wall_seconds": 0.6})
+    out, _, store = _go(tmp_path, cfg, harness=FakeHarness(delay_s=0.05))
+    assert out.reason == "max_wall_seconds" and out.evaluations < 1000
+    assert store.events(out.run_id, "budget_stop")[0].data["budget"] == "max_wall_seconds"
+
+    class BrokenSeed(FakeHarness):
+        def evaluate(self, spec, **kw):
+            rep = super().evaluate(spec, **kw)
+            rep.stages[-1].status, rep.stages[-1].error = "failed", "tokens differ at 3"
+            return rep
+
+    out, _summary, store = _go(tmp_path, _cfg(), name="broken", harness=BrokenSeed())
+    assert out.status == "failed" and out.reason == "seed_failed" and out.evaluations == 1
+    assert store.get_run("broken").status == "failed"
+
+
+def test_nsga2_two_objectives_run(tmp_path):
+    cfg = _cfg(selection={"method": "nsga2", "objectives": ["tok_s:max", "peak_mem:min"]},
+               budget={"max_evaluations": 8})
+    out, summary, _ = _go(tmp_path, cfg)
+    assert out.evaluations == 8 and summary["by_status"].get("passed", 0) >= 2
