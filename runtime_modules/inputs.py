@@ -84,27 +84,33 @@ class InputBuilder:
     def prepare(self, batch: list[tuple[Sequence, int]]) -> StepInputs:
         """Device inputs for `batch` (the scheduler's output, already allocated)."""
         row_of, epoch, synced = self.row_of, self.epoch, self.synced
-        rows, ncs, ns, ids, sps = [], [], [], [], []
+        rows: list[int] = []
+        ncs: list[int] = []
+        ns: list[int] = []
+        ids: list[int] = []
+        sps: list = []
+        # bound methods: this loop runs once per sequence per step (host-overhead budget)
+        add_row, add_nc, add_n, add_id, add_sp = (rows.append, ncs.append, ns.append,
+                                                  ids.append, sps.append)
         decode = True
         for seq, n in batch:
             r = row_of.get(seq.seq_id)
             if r is None:
                 r = self._row(seq)
-            if epoch[r] != seq.kv_epoch or synced[r] != len(seq.block_table):
+            table = seq.block_table
+            if synced[r] != len(table) or epoch[r] != seq.kv_epoch:
                 self._sync(r, seq)
             nc = seq.num_computed_tokens
-            rows.append(r)
-            ncs.append(nc)
-            ns.append(n)
+            toks = seq.token_ids
+            add_row(r)
+            add_nc(nc)
+            add_n(n)
             if n == 1:
-                ids.append(seq.token_ids[nc])
+                add_id(toks[nc])
             else:
                 decode = False
-                ids.extend(seq.token_ids[nc:nc + n])
-            if nc + n == len(seq.token_ids):
-                sps.append(seq.sampling_params)
-            else:
-                sps.append(None)
+                ids.extend(toks[nc:nc + n])
+            add_sp(seq.sampling_params if nc + n == len(toks) else None)
         return self._tensors(decode, rows, ncs, ns, ids, sps)
 
     def _tensors(self, decode, rows, ncs, ns, ids, sps) -> StepInputs:

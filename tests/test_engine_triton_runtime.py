@@ -16,8 +16,8 @@ RUNNABLE = os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available(
 @pytest.mark.skipif(not RUNNABLE, reason="Triton kernels need CUDA or TRITON_INTERPRET=1")
 def test_triton_runtime_matches_torch_runtime(tiny_hf_dir):
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    common = dict(device=device, dtype=torch.float32, max_model_len=64, block_size=8,
-                  num_kv_blocks=24, enforce_eager=True)
+    common = {"device": device, "dtype": torch.float32, "max_model_len": 64, "block_size": 8,
+              "num_kv_blocks": 24, "enforce_eager": True}
     tri = LLM(tiny_hf_dir, runtime=RuntimeSpec.default("cuda"), **common)
     ref = LLM(tiny_hf_dir, runtime=RuntimeSpec.default("cpu"), **common)
     assert tri.loaded_slots["decode_attention"]["code_hash"] != \
