@@ -213,3 +213,14 @@ class ModelConfig:
                  rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
                  dtype=str(dtype).replace("torch.", ""), use_cache=True)
         return d
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    """The limits a scheduler must respect (what the scheduler slot's constructor gets)."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+    block_size: int
+    num_kv_blocks: int

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from runtime_modules.block_manager import BlockManager
-from runtime_modules.config import EngineConfig, ModelConfig
+from runtime_modules.config import EngineConfig, ModelConfig, SchedulerConfig
 from runtime_modules.sequence import Sequence, SequenceStatus
 from runtime_modules.slots import LoadedSlot
+
+__all__ = ["Engine", "SchedulerConfig", "SchedulerContractError"]
 
 STALL_STEPS = 100  # empty batches in a row while work remains: the scheduler is stuck
 RUNNING, FINISHED = SequenceStatus.RUNNING, SequenceStatus.FINISHED
@@ -23,17 +24,6 @@ RUNNING, FINISHED = SequenceStatus.RUNNING, SequenceStatus.FINISHED
 
 class SchedulerContractError(RuntimeError):
     """The scheduler slot broke its contract (or raised)."""
-
-
-@dataclass(slots=True)
-class SchedulerConfig:
-    """The limits a scheduler must respect."""
-
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    max_model_len: int
-    block_size: int
-    num_kv_blocks: int
 
 
 class Engine:
