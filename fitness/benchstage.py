@@ -44,6 +44,21 @@ class _Rejected(Exception):
     pass
 
 
+def _shrink(wl: Any, quick: bool, opts: dict[str, Any]) -> Any:
+    """The workload, cut to `[quick_]bench_requests` requests and `bench_max_tokens` outputs."""
+    n = opts.get("quick_bench_requests" if quick else "bench_requests")
+    if quick and n is None:
+        n = max(2, len(wl.requests) // 4)
+    cap = opts.get("bench_max_tokens")
+    reqs, name = wl.requests, wl.name
+    if n is not None:
+        reqs, name = reqs[: int(n)], f"{name}[:{int(n)}]"
+    if cap is not None:
+        reqs = tuple(dataclasses.replace(r, max_tokens=min(r.max_tokens, int(cap))) for r in reqs)
+        name = f"{name}[max_tokens<={int(cap)}]"
+    return dataclasses.replace(wl, requests=reqs, name=name)
+
+
 def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     """Interleaved candidate/baseline measurement; see the module docstring."""
     from fitness.bench import build_llm
@@ -55,12 +70,9 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     stage = "quick_bench" if quick else "bench"
     device = "cuda" if str(ctx.device).startswith("cuda") else "cpu"
     opts = ctx.options
-    wl = get_workload(ctx.workload)
-    if quick:
-        n = int(opts.get("quick_bench_requests", max(2, len(wl.requests) // 4)))
-        wl = dataclasses.replace(wl, requests=wl.requests[:n], name=f"{wl.name}[:{n}]")
+    wl = _shrink(get_workload(ctx.workload), quick, opts)
     repeats = int(opts.get("quick_bench_repeats" if quick else "bench_repeats",
-                           1 if quick else 3))
+                           2 if quick else 3))
     model = ctx.model if ctx.model else wl.model
     if model in ("tiny",):
         model = str(model_dir(model))
@@ -104,7 +116,7 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
                            f"{max(c_tok):.1f} tok/s is above the physical floor's "
                            f"{floor['max_tok_s']:.1f} tok/s: a measurement error, not a speed-up",
                            {"floor": floor})
-    min_ratio = float(opts.get("quick_bench_min_ratio", 0.8))
+    min_ratio = float(opts.get("quick_bench_min_ratio", 0.75))
     if quick and metrics["ratio"] < min_ratio:
         return StageResult(stage, "rejected", metrics,
                            f"clearly slower than the baseline: {metrics['ratio']:.3f}x "

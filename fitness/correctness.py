@@ -111,4 +111,4 @@ def check_correctness(ctx: Any) -> StageResult:
     return StageResult("correctness", "passed",
                        {"tokens_compared": compared, "near_ties": ties,
                         "max_logprob_gap": worst, "dtype": str(dtype),
-                        "prefix_hit_tokens": int(llm.stats.get("prefix_hit_tokens", 0))})
+                        "prefix_hit_tokens": int(llm.stats.get("prefix_cache_hit_tokens", 0))})
