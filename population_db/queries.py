@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from population_db.base import IN_CHUNK, StoreBase
+from population_db.engine import NotFound
 from population_db.models import FINAL_STATUSES, Evaluation, LLMCall, Program, Runtime
 from population_db.records import EvaluationRecord, Ranked, RuntimeRecord
 
@@ -127,8 +128,6 @@ class QueryMixin(StoreBase):
 
     def get_evaluation(self, eval_id: int) -> EvaluationRecord:
         """An evaluation by id; NotFound otherwise."""
-        from population_db.engine import NotFound
-
         with self._read() as s:
             row = s.get(Evaluation, eval_id)
             if row is None:
