@@ -2,7 +2,8 @@
 
 The CPU engine's default. Sequences are sorted by q length and packed greedily into
 groups whose padded score tensor [n, Hq, max_q, max_kv] stays under `max_group_elems`;
-each group gathers its paged KV once and runs masked attention as two einsums. Query j of
+each group gathers its paged KV once and runs masked attention as two bmms per KV head
+on strided views (no second copy of K/V). Query j of
 sequence b sits at position context_len - q_len + j and sees KV positions <= it. Masked
 values are zeroed (unused cache slots may hold NaN). Reads cu_seqlens/context_lens on the
 host: prefill batches are never captured in CUDA graphs.
@@ -32,6 +33,11 @@ def _groups(q_lens: list[int], ctx: list[int], heads: int, budget: int) -> list[
 
 
 # EVOLVE-BLOCK-START
+def _zero_rows(x, rows):
+    """x[rows] = 0 in place (index_fill_: ~10x faster than a broadcast masked_fill_ on CPU)."""
+    x.index_fill_(0, rows.nonzero().flatten(), 0.0)
+
+
 def prefill_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
                       max_seqlen_q, max_group_elems=1 << 24):
     """Causal attention of packed new tokens over each sequence's paged KV (GQA grouped)."""
@@ -60,13 +66,17 @@ def prefill_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tab
         kv_ok = kpos[None, :] < kvlen[:, None]  # [n, L]
         k = k_cache[tables].reshape(n, -1, num_kv_heads, head_dim).float()
         v = v_cache[tables].reshape(n, -1, num_kv_heads, head_dim).float()
-        v = v.masked_fill(~kv_ok[:, :, None, None], 0.0)
-        qg = q[rows].reshape(n, mq, num_kv_heads, group, head_dim).float()
-        scores = torch.einsum("bqhgd,blhd->bhgql", qg, k) * scale  # [n, Hkv, G, mq, L]
+        _zero_rows(v.view(-1, num_kv_heads * head_dim), ~kv_ok.view(-1))
+        qg = q[rows].float()  # [n, mq, Hq, D]
         see = (kpos[None, None, :] <= qpos[:, :, None]) & kv_ok[:, None, :]  # [n, mq, L]
-        scores = scores.masked_fill(~see[:, None, None], float("-inf"))
-        probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
-        o = torch.einsum("bhgql,blhd->bqhgd", probs, v).reshape(n, mq, num_q_heads, head_dim)
+        o = torch.empty(n, mq, num_q_heads, head_dim, device=dev)
+        for h in range(num_kv_heads):  # strided head views: K/V are not copied again
+            heads = slice(h * group, (h + 1) * group)
+            qh = qg[:, :, heads].reshape(n, mq * group, head_dim)
+            scores = torch.bmm(qh, k[:, :, h].transpose(1, 2)).view(n, mq, group, -1) * scale
+            scores.masked_fill_(~see[:, :, None, :], float("-inf"))
+            probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0).view(n, mq * group, -1)
+            o[:, :, heads] = torch.bmm(probs, v[:, :, h]).view(n, mq, group, head_dim)
         out[rows[row_ok]] = o[row_ok].to(q.dtype)
     return out
 # EVOLVE-BLOCK-END
