@@ -15,10 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
+import random
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,15 +123,33 @@ def open_storage(url: str, heartbeat_s: int | None = 30) -> optuna.storages.RDBS
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.simplefilter("ignore", FutureWarning)
         if heartbeat_s:
-            callback = retry_cls(max_retry=2)
-        if not heartbeat_s:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            hb["heartbeat_stale_trial_callback"] = retry_cls(max_retry=2)
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb,
-                                              heartbeat_stale_trial_callback=callback)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb)
         except TypeError:  # optuna < 4.9 names it failed_trial_callback
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb,
-                                              failed_trial_callback=callback)
+            hb["failed_trial_callback"] = hb.pop("heartbeat_stale_trial_callback")
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb)
+
+
+@contextlib.contextmanager
+def setup_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, one worker at a time creates Optuna's tables, the study and its first
+    trial (concurrent workers race on all three otherwise)."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(731002)"))
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(731002)"))
+    finally:
+        engine.dispose()
 
 
 def _check_space(where: str, key: str, space: Any) -> list[Any] | tuple[Any, Any]:
@@ -322,15 +343,21 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
     materialize_spec(store, spec)
     space = search_space(spec, device, fixed)
     name = study_name or study_name_for(rt.id, workload)
-    storage = open_storage(_storage_url(store), heartbeat_s)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                load_if_exists=True)
-    # A resumed study must not replay the random start-up samples of the first session.
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
+    url = _storage_url(store)
+    with setup_lock(url):
+        storage = open_storage(url, heartbeat_s)
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                    load_if_exists=True)
+        defaults = {p.name: p.default for p in space if p.default is not None}
+        study.enqueue_trial(defaults, user_attrs={"sds_default": True}, skip_if_exists=True)
+    # A resumed study must not replay the random start-up samples of the first session; on a
+    # shared server (many workers, no reproducible order anyway) each worker also gets its own
+    # stream so two workers never sample the same start-up points.
+    salt = 0 if url.startswith("sqlite") else random.SystemRandom().getrandbits(31)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + salt,
+                                               constant_liar=salt != 0)
     if heartbeat_s:
         _fail_orphans(study, storage, 2 * heartbeat_s)
-    defaults = {p.name: p.default for p in space if p.default is not None}
-    study.enqueue_trial(defaults, user_attrs={"sds_default": True}, skip_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
         values = {p.name: suggest(trial, p) for p in space}

@@ -167,3 +167,53 @@ def test_tune_cli_unknown_runtime_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "999" in err[0]
     assert main(["tune", "abc", "--db", url]) == 2
+
+
+PG_URL = os.environ.get("SDS_TEST_PG_URL")
+
+_WORKER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_tune import FakeHarness
+    from evolve.tune import tune_runtime
+    from population_db import Store
+    tune_runtime(Store.open({url!r}), {rid}, trials=8, workload={wl!r}, device="cpu",
+                 harness=FakeHarness(32, {log!r}, sleep_s=0.6), progress=False)
+""")
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="SDS_TEST_PG_URL not set (scripts/start_postgres.sh)")
+def test_two_workers_tune_one_study_on_postgresql(tmp_path):
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"tune_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = url.render_as_string(hide_password=False)
+    try:
+        store, _, rid = _seed_runtime(url)
+        logs = [tmp_path / f"w{i}.log" for i in range(2)]
+        procs = [subprocess.Popen([sys.executable, "-c", _WORKER.format(
+            tests=str(Path(__file__).parent), url=url, rid=rid, wl=WORKLOAD, log=str(log))])
+            for log in logs]
+        assert all(p.wait(timeout=120) == 0 for p in procs)
+        study = optuna.load_study(study_name=study_name_for(rid, WORKLOAD), storage=url)
+        done = finished_trials(study)
+        assert 8 <= len(done) <= 9  # the other worker may finish the trial it had started
+        calls = [log.read_text().splitlines() for log in logs]
+        assert all(calls) and sum(map(len, calls)) == len(done)  # both worked, none twice
+        params = [json.dumps(t.params, sort_keys=True) for t in done]
+        assert len(set(params)) == len(params)
+        tuned = [rt for rt in store.list_runtimes("tune-test") if rt.operator == "tune"]
+        best = max(t.value for t in done if t.value is not None)
+        assert tuned and FakeHarness(32).score(RuntimeSpec.from_dict(tuned[-1].spec)) == best
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
