@@ -109,7 +109,10 @@ class EvaluationConfig:
                                 expect="a non-empty list of workload names")
     model: str = "tiny"
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    # Stage options passed to the harness (fitness.Harness(options=...)): thresholds such as
+    # quick_bench_min_ratio, and bench sizes (bench_requests, bench_repeats, bench_max_tokens).
     thresholds: dict[str, float] = _opt({})  # noqa: RUF009
+    options: dict[str, Any] = _opt({})  # noqa: RUF009
     timeouts: dict[str, float] = _opt({}, check=lambda d: all(  # noqa: RUF009
         k in STAGE_NAMES and t > 0 for k, t in d.items()),
         expect=f"a mapping of stage name {list(STAGE_NAMES)} to seconds > 0")

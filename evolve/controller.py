@@ -356,7 +356,7 @@ class Controller:
         seed = self.st.members[self.st.seed_runtime_id]
         return score_runtime(self.harness, self.st.members[runtime_id].spec,
                              cfg.evaluation.stages, cfg.evaluation.workloads,
-                             baseline=None if runtime_id == seed.runtime_id else seed.spec,
+                             baseline=seed.spec,  # the seed too: its ratio shows the noise
                              runtime_id=runtime_id, run_id=self.run_id,
                              model=cfg.evaluation.model, device=self.device,
                              parents=self._parent_code.get(runtime_id))

@@ -38,13 +38,14 @@ def make_harness(cfg: RunConfig, store: Any, device: str) -> Any:
     kwargs: dict[str, Any] = {"store": store, "device": device,
                               "timeouts": dict(cfg.evaluation.timeouts) or None}
     params = inspect.signature(Harness).parameters
-    if cfg.evaluation.thresholds:
+    options = {**cfg.evaluation.options, **cfg.evaluation.thresholds}
+    if options:
         # The harness passes `options` to its stages (e.g. quick_bench's rejection ratio).
         if "options" not in params:
             raise NotImplementedError(
-                f"{cfg.source}: evaluation.thresholds is set but fitness.Harness takes no "
-                "stage options; remove it from the config")
-        kwargs["options"] = dict(cfg.evaluation.thresholds)
+                f"{cfg.source}: evaluation.thresholds/options are set but fitness.Harness "
+                "takes no stage options; remove them from the config")
+        kwargs["options"] = options
     return Harness(**kwargs)
 
 
