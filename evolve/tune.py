@@ -92,6 +92,7 @@ class TuneResult:
     trials: int
     workload: str
     fail_reasons: dict[str, int] = field(default_factory=dict)
+    best_ratio: float | None = None  # best trial's tok/s over the untuned runtime's, interleaved
 
     @property
     def improved(self) -> bool:
@@ -362,9 +363,13 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
     def objective(trial: optuna.Trial) -> float:
         values = {p.name: suggest(trial, p) for p in space}
         cand = apply_params(spec, space, values, device)
-        report = harness.evaluate(cand, stages=stages, workload=workload, model=model)
+        # The tuned runtime is the baseline: bench interleaves the two, so each trial also
+        # carries its speed ratio over the untuned runtime measured in the same process.
+        report = harness.evaluate(cand, stages=stages, workload=workload, model=model,
+                                  baseline=spec)
         trial.set_user_attr("stages", _stage_rows(report))
         trial.set_user_attr("workload_hash", getattr(report, "workload_hash", None))
+        trial.set_user_attr("ratio", (report.metrics or {}).get("ratio"))
         value = (report.metrics or {}).get(METRIC)
         if report.status != "passed":
             failed = [s for s in getattr(report, "stages", []) if s.status != "passed"]
@@ -438,4 +443,4 @@ def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: 
         study.set_user_attr("sds_tuned", {"trial": best.number, "runtime_id": child_id})
         log.info("tuned runtime %s -> %s (%s %.2f)", rt.id, child_id, METRIC, best.value)
     return TuneResult(runtime_id=child_id, best_value=best.value, best_params=dict(best.params),
-                      spec=tuned, **base)
+                      spec=tuned, best_ratio=best.user_attrs.get("ratio"), **base)

@@ -217,3 +217,23 @@ def test_two_workers_tune_one_study_on_postgresql(tmp_path):
         with admin.begin() as c:
             c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.mark.timeout(200)
+def test_real_small_study_on_cpu_is_at_least_as_good_as_defaults(tmp_path):
+    """Two real harness trials (bench only, a cut-down CPU workload): defaults first."""
+    from fitness import Harness
+
+    store, run_id, rid = _seed_runtime(f"sqlite:///{tmp_path}/sds.db")
+    h = Harness(store=None, device="cpu", program_dir=tmp_path / "programs",
+                options={"bench_requests": 6, "bench_max_tokens": 12, "bench_repeats": 1})
+    res = tune_runtime(store, rid, trials=2, workload=WORKLOAD, harness=h, stages=("bench",),
+                       device="cpu", progress=False, seed=random.randrange(1000))
+    assert res.n_complete + res.n_failed == 2 and res.default_value is not None
+    assert res.best_value >= res.default_value > 0
+    child = store.get_runtime(res.runtime_id)
+    assert child.operator == "tune" and child.parents == ((rid, "parent"),)
+    bench = store.evaluations(runtime_id=child.id, stage="bench", status="passed")
+    assert bench[-1].metrics["tok_s"] == pytest.approx(res.best_value)
+    assert bench[-1].workload == WORKLOAD and bench[-1].workload_hash
+    assert store.best_runtime(run_id) is not None

@@ -22,6 +22,19 @@ def open_store(args: argparse.Namespace) -> Any:
         raise UsageError(f"cannot open database {url!r}: {e}") from None
 
 
+def _stages(text: str | None) -> tuple[str, ...] | None:
+    from fitness import STAGES
+
+    if not text:
+        return None
+    stages = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in stages if s not in STAGES]
+    if bad or "bench" not in stages:
+        raise UsageError(f"--stages must be a comma list of {', '.join(STAGES)} including "
+                         f"bench (the score), got {text!r}")
+    return stages
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     import optuna
 
@@ -37,7 +50,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     try:
         res = tune_runtime(store, runtime_id, trials=args.trials,
                            workload=args.workload or DEFAULT_WORKLOAD, seed=args.seed,
-                           timeout_s=args.timeout, progress=not args.json)
+                           timeout_s=args.timeout, progress=not args.json,
+                           stages=_stages(args.stages))
     except (TuneError, SlotError) as e:
         raise UsageError(str(e)) from None
     if args.json:
@@ -45,7 +59,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         print(table([{"study": res.study_name, "parent": res.parent_id,
                       "tuned_runtime": res.runtime_id, "default_tok_s": res.default_value,
-                      "best_tok_s": res.best_value, "complete": res.n_complete,
+                      "best_tok_s": res.best_value, "ratio_vs_untuned": res.best_ratio,
+                      "complete": res.n_complete,
                       "failed": res.n_failed}]))
         for k, v in sorted(res.best_params.items()):
             print(f"  {k} = {v!r}")
@@ -60,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runtime", metavar="RUNTIME", help="runtime id")
     p.add_argument("--trials", type=int, default=20, help="total trials of the study (20)")
     p.add_argument("--workload", default=None, help="workload name (nanovllm-bench-cpu)")
+    p.add_argument("--stages", default=None, metavar="A,B",
+                   help="stages per trial (default static,contract,correctness,bench)")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (0)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="stop starting new trials after S seconds")
