@@ -104,7 +104,9 @@ def test_off_by_one_causal_triton_kernel_is_caught(tmp_path):
     assert good in code, "the seed's causal mask changed; update this test"
     wrong = _load_fresh("prefill_attention", "triton_paged",
                         code.replace(good, "see = (offs_n[None, :] <= qpos[:, None] + 1)"), tmp_path)
-    case = R.make_prefill_case(2, 2, 2, 32, 16, 12, 10, F32, DEVICE, _gen())
+    # q lengths > 1, or the extra visible position would not exist and nothing could differ
+    case = R.make_prefill_case(2, 2, 2, 32, 16, 12, 10, F32, DEVICE, _gen(),
+                               q_lens=[12, int(torch.randint(2, 12, (1,)))])
     msg = R.check_kernel("prefill_attention", wrong, case, {"block_m": 16, "block_n": 16})
     assert msg is not None and "values off" in msg, msg
 
