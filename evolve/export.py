@@ -234,9 +234,18 @@ def _render(template: str, subs: dict[str, str]) -> str:
 
 def build_wheel(project: Path, dist: Path) -> Path:
     """Build the project's wheel into `dist` with the installed setuptools (no network)."""
+    import importlib.util
+
     dist.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-           "--no-index", "-q", "-w", str(dist), str(project)]
+    if importlib.util.find_spec("pip") is not None:
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+               "--no-index", "-q", "-w", str(dist), str(project)]
+    elif importlib.util.find_spec("build") is not None:
+        cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
+               str(dist), str(project)]
+    else:
+        raise RuntimeError(f"cannot build a wheel with {sys.executable}: neither pip nor "
+                           "build is installed (pip install build, or drop --wheel)")
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     wheels = sorted(dist.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
