@@ -15,8 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import contextlib
-import inspect
 import logging
 import math
 import random
@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from runtime_modules.slots import RuntimeSpec, load_slot, materialize, program_dir
+from runtime_modules.slots import RuntimeSpec, materialize, program_dir, program_path, slot_info
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,67 @@ def _check_space(where: str, key: str, space: Any) -> list[Any] | tuple[Any, Any
                     f"(low, high) tuple with low < high, got {space!r}")
 
 
-def _signature_default(obj: Any, key: str) -> Any:
-    target = obj.__init__ if inspect.isclass(obj) else getattr(obj, "fn", obj)
-    try:
-        p = inspect.signature(target).parameters.get(key)
-    except (TypeError, ValueError):
-        return None
-    return None if p is None or p.default is inspect.Parameter.empty else p.default
+_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
+        ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b,
+        ast.FloorDiv: lambda a, b: a // b, ast.LShift: lambda a, b: a << b,
+        ast.Pow: lambda a, b: a ** b if abs(b) <= 64 else None}
+
+
+def _const(node: ast.AST) -> Any:
+    """A literal, allowing constant arithmetic (`1 << 20`, `2 ** 10`, `-1`); else ValueError."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        value = _OPS[type(node.op)](_const(node.left), _const(node.right))
+        if value is None:
+            raise ValueError("exponent too large")
+        return value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        v = _const(node.operand)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.List):
+        return [_const(e) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_const(e) for e in node.elts)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_const(k): _const(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
+def read_tunables(slot: str, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A module's TUNABLES and its symbol's keyword defaults, read from source, not imported.
+
+    Candidate code only ever runs inside the harness's sandbox, so the tuner parses it.
+    """
+    path = program_path(slot, ref)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tunables: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+    symbol = slot_info(slot).symbol
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+            else getattr(node, "target", None) if isinstance(node, ast.AnnAssign) else None
+        if isinstance(target, ast.Name) and target.id == "TUNABLES" and node.value is not None:
+            try:
+                tunables = _const(node.value)
+            except (ValueError, TypeError, ArithmeticError):
+                raise TuneError(f"slot {slot} ({ref}): TUNABLES must be a literal dict to be "
+                                "tuned") from None
+        fn = None
+        if isinstance(node, ast.ClassDef) and node.name == symbol:
+            fn = next((b for b in node.body if isinstance(b, ast.FunctionDef)
+                       and b.name == "__init__"), None)
+        elif isinstance(node, ast.FunctionDef) and node.name == symbol:
+            fn = node
+        if fn is not None:
+            a = fn.args
+            pos = a.posonlyargs + a.args
+            pairs = list(zip(pos[len(pos) - len(a.defaults):], a.defaults))
+            pairs += [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+            for arg, d in pairs:
+                with contextlib.suppress(ValueError, TypeError, ArithmeticError):
+                    defaults[arg.arg] = _const(d)
+    if not isinstance(tunables, dict):
+        raise TuneError(f"slot {slot} ({ref}): TUNABLES must be a dict, got {tunables!r}")
+    return tunables, defaults
 
 
 def search_space(spec: RuntimeSpec, device: str = "cpu",
@@ -195,11 +249,10 @@ def search_space(spec: RuntimeSpec, device: str = "cpu",
         default = spec.engine.get(key, ENGINE_DEFAULTS.get(key))
         params.append(Param(f"engine.{key}", "engine", key, _widen(space, default), default))
     for slot, choice in spec.resolved(device).slots.items():
-        loaded = load_slot(slot, choice.program, dict(choice.params))
-        tunables = getattr(loaded.module, "TUNABLES", None) or {}
+        tunables, sig_defaults = read_tunables(slot, choice.program)
         for key, space in sorted(tunables.items()):
             space = _check_space(f"slot {slot} ({choice.program})", key, space)
-            default = choice.params.get(key, _signature_default(loaded.obj, key))
+            default = choice.params.get(key, sig_defaults.get(key))
             params.append(Param(f"{slot}.{key}", slot, key, _widen(space, default), default))
     return params
 

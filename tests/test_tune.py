@@ -237,3 +237,29 @@ def test_real_small_study_on_cpu_is_at_least_as_good_as_defaults(tmp_path):
     assert bench[-1].metrics["tok_s"] == pytest.approx(res.best_value)
     assert bench[-1].workload == WORKLOAD and bench[-1].workload_hash
     assert store.best_runtime(run_id) is not None
+
+
+def test_search_space_reads_tunables_from_source_without_running_it(tmp_path):
+    from evolve.tune import TuneError, search_space
+
+    marker = tmp_path / "ran"
+    lo = random.randint(1, 5)
+    mod = tmp_path / "sched.py"
+    mod.write_text(textwrap.dedent(f"""
+        open({str(marker)!r}, "w").write("candidate code ran in the tuner")
+        TUNABLES = {{"mode": ["a", "b"], "depth": ({lo}, 1 << 4), "alpha": (0.1, 0.9)}}
+
+        class Scheduler:
+            def __init__(self, config, block_manager, mode="c", depth={lo + 1}, alpha=0.5):
+                pass
+    """))
+    spec = RuntimeSpec.default("cpu").with_slot("scheduler", f"file:{mod}", {"alpha": 0.7})
+    space = {p.name: p for p in search_space(spec, "cpu", {"block_size"})}
+    assert not marker.exists()
+    assert "engine.block_size" not in space and "engine.max_num_seqs" in space
+    assert space["scheduler.mode"].space == ["a", "b", "c"]  # the default joins the choices
+    assert space["scheduler.depth"].space == (lo, 16) and space["scheduler.depth"].default == lo + 1
+    assert space["scheduler.alpha"].default == 0.7  # the spec's value wins over the signature
+    mod.write_text(mod.read_text().replace('"mode": ["a", "b"]', '"mode": make()'))
+    with pytest.raises(TuneError, match="scheduler.*literal"):
+        search_space(spec, "cpu")
