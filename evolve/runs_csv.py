@@ -51,6 +51,8 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
     best = max(passed, key=lambda r: sign * r.metrics[metric], default=None)
     seed_v = seed_row.metrics[metric] if seed_row else None
     best_v = best.metrics[metric] if best else None
+    seed_tok = (seed_row.metrics or {}).get("tok_s") if seed_row else None
+    best_tok = (best.metrics or {}).get("tok_s") if best else None
     events = store.events(rec.id)
     start = next((e.data or {} for e in events if e.kind == "start"), {})
     ends = [e.data or {} for e in events if e.kind == "session_end"]
@@ -77,7 +79,11 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         "best_runtime": best.runtime_id if best else None,
         "best_operator": runtimes[best.runtime_id].operator if best else None,
         f"seed_{metric}": seed_v, f"best_{metric}": best_v,
-        "speedup": best_v / seed_v if best_v and seed_v else None,
+        "seed_tok_s": seed_tok, "best_tok_s": best_tok,
+        # tok/s of best and seed come from separate evaluations (separate processes);
+        # `best_ratio` is the best's ratio to the seed measured interleaved in one process.
+        "speedup": best_tok / seed_tok if best_tok and seed_tok else None,
+        "best_ratio": (best.metrics or {}).get("ratio") if best else None,
         "llm_calls": usage["calls"], "llm_tokens_in": usage["tokens_in"],
         "llm_tokens_out": usage["tokens_out"], "llm_usd": usage["usd"],
         "gpu_s": sum(float(r.duration_s or 0) for r in full
@@ -111,7 +117,8 @@ def csv_row(summary: dict[str, Any]) -> dict[str, Any]:
         "metrics.best_runtime": s["best_runtime"],
         f"metrics.seed_{metric}": s[f"seed_{metric}"],
         f"metrics.best_{metric}": s[f"best_{metric}"],
-        "metrics.speedup": s["speedup"],
+        "metrics.seed_tok_s": s["seed_tok_s"], "metrics.best_tok_s": s["best_tok_s"],
+        "metrics.speedup": s["speedup"], "metrics.best_ratio": s["best_ratio"],
         "metrics.llm_tokens_in": s["llm_tokens_in"], "metrics.llm_tokens_out": s["llm_tokens_out"],
         "metrics.llm_usd": s["llm_usd"], "metrics.gpu_s": s["gpu_s"],
         "metrics.eval_s": s["eval_s"], "metrics.wall_s": s["wall_s"],

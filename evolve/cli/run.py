@@ -70,6 +70,8 @@ def summary_table(s: dict[str, Any]) -> str:
                                           sorted(s["failed_by_stage"].items())) or "-"),
             ("proposals rejected / duplicate", f"{s['proposals_rejected']} / {s['duplicates']}"),
             (f"seed {metric}", s[f"seed_{metric}"]), (f"best {metric}", s[f"best_{metric}"]),
+            ("seed / best tok/s", f"{_f(s['seed_tok_s'])} / {_f(s['best_tok_s'])}"),
+            ("best's interleaved ratio to seed", _f(s["best_ratio"])),
             ("best runtime", f"r{s['best_runtime']} ({s['best_operator']})"
                              if s["best_runtime"] else None),
             ("speedup over seed", f"{s['speedup']:.3f}x" if s["speedup"] else None),
@@ -80,6 +82,10 @@ def summary_table(s: dict[str, Any]) -> str:
                                         f"{s['wall_s']:.1f}")),
             ("events", ", ".join(f"{k} {v}" for k, v in s["events"].items()))]
     return table([{"": k, "value": v} for k, v in rows], ["", "value"])
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
