@@ -143,6 +143,8 @@ class StagnationConfig:
 class ConcurrencyConfig:
     """How much work is in flight at once."""
 
+    # proposals in flight plus children waiting for an evaluator (a short line keeps the
+    # search steady-state: each child is bred from the population as it is then)
     max_proposals: int = _opt(2, check=_pos, expect="a positive integer")
     max_evaluations: int = _opt(1, check=_pos, expect="a positive integer")
 

@@ -138,7 +138,9 @@ class Controller(ChildrenMixin):
                 while queue and len(evals) < cc.max_evaluations:
                     rid, eid = queue.popleft()
                     evals[ep.submit(self._evaluate, rid)] = (rid, eid)
-                while len(props) < cc.max_proposals and self._may_propose(
+                # Children wait for an evaluator in a short line only, so each is bred from
+                # the population as it is when it is proposed (steady state), not up front.
+                while len(props) + len(queue) < cc.max_proposals and self._may_propose(
                         len(evals) + len(queue) + len(props)):
                     fut, info = self._submit_proposal(pp)
                     props[fut] = info
@@ -157,7 +159,8 @@ class Controller(ChildrenMixin):
                 else:
                     rid, eid = evals.pop(fut)
                     self._on_result(rid, eid, fut.result())
-            self._progress()
+            if done:
+                self._progress()
 
     # ------------------------------------------------------------------ budgets and stops
 
