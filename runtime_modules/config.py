@@ -43,6 +43,7 @@ class EngineConfig:
     device: str | None = None
     dtype: Any = None
     seed: int = 0
+    freeze_gc: bool = True  # gc.freeze() after start-up: no full collections of the model's objects
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "block_size"):

@@ -2,8 +2,10 @@
 
 This is the per-step host work the engine cannot avoid, so it is vectorised: each
 sequence's block table lives in a row of a persistent numpy array, synchronised only when
-the sequence gains blocks or loses them (`kv_epoch`), and positions, slot mappings and
-block tables are gathered with numpy. Every int32 input goes to the device in one copy.
+the sequence gains blocks or loses them (`kv_epoch`; one appended block, the common case,
+for every row at once), per-sequence fields are read with one list comprehension each, and
+positions, slot mappings and block tables are gathered with numpy. Every int32 input goes
+to the device in one copy; sampling tensors are reused while the batch's parameters repeat.
 Used by the real runner and by the stub runner of the host-overhead benchmark.
 """
 
@@ -43,12 +45,15 @@ class InputBuilder:
         self.device = torch.device(device)
         self.pin = self.device.type == "cuda"
         self.table = np.zeros((64, self.width), dtype=np.int32)
+        self.epoch = np.full(64, -1, dtype=np.int64)  # kv_epoch each row was synced at
+        self.synced = np.zeros(64, dtype=np.int64)    # block-table entries copied into the row
         self.row_of: dict[int, int] = {}
-        self.epoch: list[int] = []
-        self.synced: list[int] = []  # block-table entries already copied into the row
         self.free_rows: list[int] = []
+        self.num_rows = 0
         self._staging: torch.Tensor | None = None
         self._copied: torch.cuda.Event | None = None  # the last copy out of the staging buffer
+        self._temps: tuple[list[float], torch.Tensor | None] = ([], None)  # last step's
+        self._top_ps: tuple[list[float], torch.Tensor | None] = ([], None)
 
     def release(self, seq: Sequence) -> None:
         """Forget a finished sequence's row."""
@@ -59,70 +64,78 @@ class InputBuilder:
     def _row(self, seq: Sequence) -> int:
         if self.free_rows:
             r = self.free_rows.pop()
-            self.epoch[r], self.synced[r] = -1, 0
         else:
-            r = len(self.epoch)
-            self.epoch.append(-1)
-            self.synced.append(0)
+            r = self.num_rows
+            self.num_rows += 1
             if r >= self.table.shape[0]:
-                grown = np.zeros((2 * self.table.shape[0], self.width), dtype=np.int32)
-                grown[: self.table.shape[0]] = self.table
-                self.table = grown
+                n = 2 * self.table.shape[0]
+                self.table = np.resize(self.table, (n, self.width))
+                self.epoch = np.resize(self.epoch, n)
+                self.synced = np.resize(self.synced, n)
+        self.epoch[r], self.synced[r] = -1, 0
         self.row_of[seq.seq_id] = r
         return r
 
-    def _sync(self, r: int, seq: Sequence) -> None:
-        if self.epoch[r] != seq.kv_epoch:
-            self.epoch[r], self.synced[r] = seq.kv_epoch, 0
-        start, table = self.synced[r], seq.block_table
-        if len(table) > self.width:
-            raise RuntimeError(f"{seq}: {len(table)} blocks exceed max_model_len's "
+    def _sync(self, seqs: list[Sequence], rows: np.ndarray, lens: np.ndarray,
+              epochs: np.ndarray, stale: np.ndarray) -> None:
+        """Copy the new block-table entries of the `stale` rows into the table."""
+        idx = np.flatnonzero(stale)
+        r = rows[idx]
+        if int(lens[idx].max()) > self.width:
+            i = int(idx[np.argmax(lens[idx])])
+            raise RuntimeError(f"{seqs[i]}: {int(lens[i])} blocks exceed max_model_len's "
                                f"{self.width}")
-        self.table[r, start:len(table)] = table[start:]
-        self.synced[r] = len(table)
+        # the common case, vectorised: one block appended since the last sync
+        one = (self.epoch[r] == epochs[idx]) & (lens[idx] == self.synced[r] + 1)
+        if one.any():
+            i1, r1 = idx[one], r[one]
+            self.table[r1, self.synced[r1]] = [seqs[i].block_table[-1] for i in i1.tolist()]
+        for i in idx[~one].tolist():  # new rows, re-allocated tables, several new blocks
+            row, seq = int(rows[i]), seqs[i]
+            start = int(self.synced[row]) if self.epoch[row] == epochs[i] else 0
+            table = seq.block_table
+            self.table[row, start:len(table)] = table[start:]
+        self.synced[r], self.epoch[r] = lens[idx], epochs[idx]
 
     def prepare(self, batch: list[tuple[Sequence, int]]) -> StepInputs:
         """Device inputs for `batch` (the scheduler's output, already allocated)."""
-        row_of, epoch, synced = self.row_of, self.epoch, self.synced
-        rows: list[int] = []
-        ncs: list[int] = []
-        ns: list[int] = []
-        ids: list[int] = []
-        sps: list = []
-        # bound methods: this loop runs once per sequence per step (host-overhead budget)
-        add_row, add_nc, add_n, add_id, add_sp = (rows.append, ncs.append, ns.append,
-                                                  ids.append, sps.append)
-        decode = True
-        for seq, n in batch:
-            r = row_of.get(seq.seq_id)
-            if r is None:
-                r = self._row(seq)
-            table = seq.block_table
-            if synced[r] != len(table) or epoch[r] != seq.kv_epoch:
-                self._sync(r, seq)
-            nc = seq.num_computed_tokens
-            toks = seq.token_ids
-            add_row(r)
-            add_nc(nc)
-            add_n(n)
-            if n == 1:
-                add_id(toks[nc])
-            else:
-                decode = False
-                ids.extend(toks[nc:nc + n])
-            add_sp(seq.sampling_params if nc + n == len(toks) else None)
-        return self._tensors(decode, rows, ncs, ns, ids, sps)
+        # one list comprehension per field: this runs for every sequence of every step
+        seqs = [p[0] for p in batch]
+        ns = [p[1] for p in batch]
+        row_of = self.row_of
+        rows = [row_of.get(s.seq_id, -1) for s in seqs]
+        if -1 in rows:
+            rows = [r if r >= 0 else self._row(s) for s, r in zip(seqs, rows)]
+        rows_np = np.array(rows, dtype=np.intp)
+        lens = np.array([len(s.block_table) for s in seqs], dtype=np.int64)
+        epochs = np.array([s.kv_epoch for s in seqs], dtype=np.int64)
+        stale = (self.synced[rows_np] != lens) | (self.epoch[rows_np] != epochs)
+        if stale.any():
+            self._sync(seqs, rows_np, lens, epochs, stale)
+        ncs = [s.num_computed_tokens for s in seqs]
+        decode = ns.count(1) == len(ns)
+        if decode:
+            ids = [s.token_ids[nc] for s, nc in zip(seqs, ncs)]
+        else:
+            ids = []
+            for s, nc, n in zip(seqs, ncs, ns):
+                ids.extend(s.token_ids[nc:nc + n])
+        ntoks = np.array([len(s.token_ids) for s in seqs], dtype=np.int32)
+        return self._tensors(decode, seqs, rows_np, ncs, ns, ids, ntoks)
 
-    def _tensors(self, decode, rows, ncs, ns, ids, sps) -> StepInputs:
+    def _tensors(self, decode: bool, seqs: list[Sequence], rows_np: np.ndarray,
+                 ncs: list[int], ns: list[int], ids: list[int],
+                 ntoks: np.ndarray) -> StepInputs:
         bs = self.bs
-        b = len(rows)
-        rows_np = np.asarray(rows, dtype=np.int64)
-        nc = np.asarray(ncs, dtype=np.int32)
-        n = np.asarray(ns, dtype=np.int32)
+        b = len(seqs)
+        nc = np.array(ncs, dtype=np.int32)
+        n = np.array(ns, dtype=np.int32)
         ctx = nc + n
         w = int(-(-int(ctx.max()) // bs))
         tables = self.table[rows_np, :w]  # [B, W]
-        sampled = [i for i, sp in enumerate(sps) if sp is not None]
+        is_sampled = ctx == ntoks
+        all_sampled = bool(is_sampled.all())
+        sampled = None if all_sampled else np.flatnonzero(is_sampled)
         if decode:
             pos = nc
             slots = tables[np.arange(b), pos // bs] * bs + pos % bs
@@ -133,9 +146,8 @@ class InputBuilder:
             starts = np.repeat(cu[:-1] - nc, n)
             pos = (np.arange(int(cu[-1]), dtype=np.int32) - starts).astype(np.int32)
             slots = self.table[np.repeat(rows_np, n), pos // bs] * bs + pos % bs
-        all_sampled = len(sampled) == b
         lidx = None if (decode and all_sampled) else (
-            (cu[1:] - 1)[sampled] if cu is not None else np.asarray(sampled, dtype=np.int32))
+            (cu[1:] - 1)[is_sampled] if cu is not None else sampled)
         parts = [np.asarray(ids, dtype=np.int32), pos, slots.astype(np.int32), ctx,
                  tables.reshape(-1)]
         if cu is not None:
@@ -152,16 +164,30 @@ class InputBuilder:
         if cu is not None:
             cu_t, off = flat[off:off + b + 1], off + b + 1
         lidx_t = flat[off:off + len(lidx)] if lidx is not None else None
+        num_sampled = b if sampled is None else len(sampled)
         temps = top_ps = None
-        live = [sps[i] for i in sampled]
-        if any(sp.temperature > 0 for sp in live):
-            temps = self._floats([sp.temperature for sp in live])
-            if any(sp.top_p < 1.0 for sp in live):
-                top_ps = self._floats([sp.top_p for sp in live])
+        if num_sampled:
+            live = [s.sampling_params for s in seqs]
+            if sampled is not None:
+                live = [live[i] for i in sampled.tolist()]
+            tl = [sp.temperature for sp in live]
+            if max(tl) > 0:
+                temps = self._cached_floats("_temps", tl)
+                pl = [sp.top_p for sp in live]
+                if min(pl) < 1.0:
+                    top_ps = self._cached_floats("_top_ps", pl)
         meta = AttnMeta(decode, views[2], views[3], views[4].view(b, w), cu_t,
                         int(n.max()))
         return StepInputs(views[0], views[1], meta, lidx_t, temps, top_ps, b, t,
-                          len(sampled), tables)
+                          num_sampled, tables)
+
+    def _cached_floats(self, attr: str, values: list[float]) -> torch.Tensor:
+        """`values` on the device, reusing last step's tensor when they are the same."""
+        old, tensor = getattr(self, attr)
+        if tensor is None or old != values:  # nobody writes these tensors: safe to reuse
+            tensor = self._floats(values)
+            setattr(self, attr, (values, tensor))
+        return tensor
 
     def _to_device(self, arr: np.ndarray) -> torch.Tensor:
         host = torch.from_numpy(arr)

@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,14 @@ from runtime_modules.sequence import SamplingParams, Sequence
 from runtime_modules.slots import RuntimeSpec
 
 Prompt = str | list[int]
+_UNFREEZE: list[bool] = []
+
+
+def _unfreeze_at_exit() -> None:
+    """Hand frozen objects back to the collector at exit (native bindings check for leaks)."""
+    if not _UNFREEZE:
+        _UNFREEZE.append(True)
+        atexit.register(gc.unfreeze)
 
 
 @dataclass(slots=True)
@@ -57,6 +67,12 @@ class LLM:
         self.engine = Engine(self.config, self.model_config, self._loaded, runner, instantiate)
         self.tokenizer = load_tokenizer(model)
         self._outputs: dict[int, RequestOutput] = {}
+        if self.config.freeze_gc:
+            # a full collection walks every object alive (~170k after start-up: 150 ms on a
+            # 2-core CPU, mid-run); objects that outlive start-up are moved out of its reach
+            gc.collect()
+            gc.freeze()
+            _unfreeze_at_exit()
 
     @property
     def loaded_slots(self) -> dict[str, dict[str, Any]]:

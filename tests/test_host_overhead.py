@@ -29,7 +29,8 @@ def test_measure_reports_decode_steps_with_a_breakdown(ho, tmp_path):
     assert row["batch"] == 16 and 0 < row["ms_per_step"] < 100
     named = [row[f"{p}_ms"] for p in ho.PHASES if p != "other"]
     assert all(v >= 0 for v in named) and row["batch_preparation_ms"] > 0
-    assert row["scheduling_ms"] > 0 and row["block_management_ms"] > 0
+    # block management: median 0 now that decode steps inside a block skip it
+    assert row["scheduling_ms"] > 0 and row["block_management_ms"] >= 0
     csv_path = tmp_path / "ho.csv"
-    assert ho.main(["--batches", "2", "--steps", "5", "--csv", str(csv_path)]) == 0
+    assert ho.main(["--batches", "2", "--steps", "5", "--repeats", "1", "--csv", str(csv_path)]) == 0
     assert csv_path.read_text().count("\n") == 2   # header + one row

@@ -49,12 +49,17 @@ class Scheduler:
         batch: list[tuple[Sequence, int]] = []
         budget = cfg.max_num_batched_tokens
         preempted = False
+        bs = bm.block_size
         for seq in list(running.values()):
             if len(batch) >= cfg.max_num_seqs or budget <= 0:
                 break
             if seq.seq_id not in running:
                 continue  # preempted as a victim for an older sequence
             n = min(seq.num_uncomputed_tokens, budget, self.chunk_size)
+            if seq.num_computed_tokens + n <= len(seq.block_table) * bs:
+                batch.append((seq, n))  # fits the blocks it holds: no block-manager call
+                budget -= n
+                continue
             while not bm.can_allocate(seq, n):
                 _, victim = running.popitem()  # the newest running sequence
                 bm.preempt(victim)

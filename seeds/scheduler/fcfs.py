@@ -76,13 +76,19 @@ class Scheduler:
 
     def _decode(self) -> list[tuple[Sequence, int]]:
         cfg, bm = self.cfg, self.bm
+        bs = bm.block_size
+        limit = min(cfg.max_num_seqs, cfg.max_num_batched_tokens)
         batch: list[tuple[Sequence, int]] = []
+        add = batch.append
         running = self.running
         for seq in list(running.values()):
-            if len(batch) >= cfg.max_num_seqs or len(batch) >= cfg.max_num_batched_tokens:
+            if len(batch) >= limit:
                 break
             if seq.seq_id not in running:
                 continue  # preempted below as a victim for an older sequence
+            if seq.num_computed_tokens < len(seq.block_table) * bs or bm.allocate(seq, 1):
+                add((seq, 1))  # fits the blocks it holds (15 steps in 16), or got a new one
+                continue
             while not bm.can_allocate(seq, 1):
                 _, victim = running.popitem()  # the newest running sequence
                 bm.preempt(victim)
@@ -91,5 +97,5 @@ class Scheduler:
                     break
             else:
                 bm.allocate(seq, 1)
-                batch.append((seq, 1))
+                add((seq, 1))
         return batch
