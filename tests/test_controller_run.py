@@ -135,3 +135,33 @@ def test_nsga2_two_objectives_run(tmp_path):
                budget={"max_evaluations": 8})
     out, summary, _ = _go(tmp_path, cfg)
     assert out.evaluations == 8 and summary["by_status"].get("passed", 0) >= 2
+
+
+def test_llm_calls_recorded_and_dollar_budget_stops(tmp_path):
+    from evolve.operators.base import LLMCallRecord, Proposal, Rejected
+    from evolve.population import llm_usage
+
+    class PricedOperator(FakeOperator):
+        """Pretends each proposal cost one LLM call of 1 cent (checked against the budget)."""
+
+        def propose(self, ctx):
+            if not ctx.budget_ok(0.01):
+                return Rejected("llm-diff", ctx.slot, "dollar budget exhausted")
+            call = LLMCallRecord("m", "prompt: " + ctx.contract[:40], "reply", 120, 40, 0.01, 0.2)
+            code = ctx.parent.code + f"\n# llm {ctx.rng.getrandbits(40)}\n"
+            return Proposal("llm-diff", ctx.slot, code=code, llm_calls=(call,))
+
+    cfg = _cfg(budget={"max_evaluations": 100, "max_llm_usd": 0.05})
+    db = f"sqlite:///{tmp_path}/sds.db"
+    out, summary = launch(cfg, name="llm", db=db, harness=FakeHarness(),
+                          operators={"fake": PricedOperator()}, runs_csv=None, progress=False)
+    store = Store.open(db)
+    usage = llm_usage(store, out.run_id)
+    assert out.reason == "max_llm_usd" and out.evaluations < 100
+    assert 0.05 <= usage["usd"] <= 0.05 + 0.01 * cfg.concurrency.max_proposals + 1e-9
+    assert usage["calls"] == round(usage["usd"] / 0.01) and usage["tokens_in"] == 120 * usage["calls"]
+    assert summary["llm_usd"] == usage["usd"]
+    progs = [store.get_program(c["program"]) for r in run_runtimes(store, out.run_id)
+             for c in r.spec["slots"].values() if c["program"].startswith("sha256:")]
+    assert progs and all(p.llm_call_id is not None for p in progs)
+    assert store.get_llm_call(progs[0].llm_call_id).run_id == out.run_id

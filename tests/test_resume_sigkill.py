@@ -86,3 +86,24 @@ def test_sigkill_then_resume_gives_exactly_the_budget(tmp_path):
     assert len(store.events(run.id, "start")) == 1
     stops = store.events(run.id, "budget_stop")  # one per session that reached the budget
     assert stops and all(e.data["used"] == e.data["limit"] == BUDGET for e in stops)
+
+
+def test_ctrl_c_stops_cleanly_then_resumes(tmp_path):
+    db = f"sqlite:///{tmp_path}/sds.db"
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, db], env=env)
+    deadline = time.monotonic() + 60
+    while _final_count(db) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # first Ctrl-C: finish in-flight work, then stop
+    assert proc.wait(timeout=60) == 0
+    store = Store.open(db)
+    run = store.get_run("resumable")
+    assert run.status == "stopped"
+    assert store.events(run.id, "stop")[-1].data["reason"] == "interrupted"
+    stopped_at = _final_count(db)
+    assert 3 <= stopped_at < BUDGET
+    # in-flight evaluations finished and were recorded: nothing is left running
+    assert not [r for r in run_evaluations(store, run.id, FULL) if r.status == "running"]
+    subprocess.run([sys.executable, "-c", SCRIPT, db], env=env, timeout=120, check=True)
+    assert _final_count(db) == BUDGET and store.get_run("resumable").status == "finished"
