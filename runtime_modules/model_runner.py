@@ -16,6 +16,7 @@ import torch
 from runtime_modules.config import EngineConfig, ModelConfig
 from runtime_modules.inputs import InputBuilder, StepInputs
 from runtime_modules.models import AttnMeta, Kernels, build_model
+from runtime_modules.profiling import prof_range
 from runtime_modules.sampler import sample
 from runtime_modules.sequence import Sequence
 
@@ -179,7 +180,9 @@ class ModelRunner:
         if x.logits_indices is not None:
             hidden = hidden[x.logits_indices]
         logits = self.model.compute_logits(hidden)
-        return sample(logits, x.temperatures, x.top_ps, self.generator).tolist()
+        with prof_range("sampler"):
+            tokens = sample(logits, x.temperatures, x.top_ps, self.generator)
+        return tokens.tolist()  # the step's one host sync
 
     def release(self, seq: Sequence) -> None:
         """A sequence finished: drop its host-side state."""

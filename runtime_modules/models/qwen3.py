@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runtime_modules.config import ModelConfig
+from runtime_modules.profiling import prof_range
 
 
 @dataclass(slots=True)
@@ -94,7 +95,9 @@ class Attention(nn.Module):
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttnMeta) -> torch.Tensor:
         t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], -1)
+        with prof_range("qkv_o_proj"):
+            qkv = self.qkv_proj(x)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], -1)
         if self.q_norm is not None:
             q = self.q_norm(q.reshape(t * self.hq, self.d))
             k = self.k_norm(k.reshape(t * self.hkv, self.d))
@@ -102,15 +105,17 @@ class Attention(nn.Module):
         k = self.rotary(positions, k.reshape(t, self.hkv, self.d))    # [T, Hkv, D]
         v = v.reshape(t, self.hkv, self.d).contiguous()
         kn = self.kernels
-        kn.store_kvcache(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
-        if meta.is_decode:
-            o = kn.decode_attention(q, self.k_cache, self.v_cache, meta.block_tables,
-                                    meta.context_lens, self.scale)
-        else:
-            o = kn.prefill_attention(q, self.k_cache, self.v_cache, meta.cu_seqlens_q,
-                                     meta.context_lens, meta.block_tables, self.scale,
-                                     meta.max_seqlen_q)
-        return self.o_proj(o.reshape(t, self.q_size))
+        with prof_range("attention"):
+            kn.store_kvcache(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+            if meta.is_decode:
+                o = kn.decode_attention(q, self.k_cache, self.v_cache, meta.block_tables,
+                                        meta.context_lens, self.scale)
+            else:
+                o = kn.prefill_attention(q, self.k_cache, self.v_cache, meta.cu_seqlens_q,
+                                         meta.context_lens, meta.block_tables, self.scale,
+                                         meta.max_seqlen_q)
+        with prof_range("qkv_o_proj"):
+            return self.o_proj(o.reshape(t, self.q_size))
 
 
 class MLP(nn.Module):
@@ -123,8 +128,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(self.inter, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.inter, -1)
-        return self.down_proj(F.silu(gate) * up)
+        with prof_range("mlp"):
+            gate, up = self.gate_up_proj(x).split(self.inter, -1)
+            return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -173,4 +179,5 @@ class CausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits [S, vocab] of the rows given."""
         w = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, w).float()
+        with prof_range("lm_head"):
+            return F.linear(hidden, w).float()
