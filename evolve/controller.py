@@ -101,6 +101,10 @@ class Controller(ChildrenMixin):
         old = self._install_sigint()
         try:
             self._loop(queue)
+        except BaseException as e:  # record why, then let it propagate
+            self.store.add_event(run.id, "error", {"error": f"{type(e).__name__}: {e}"})
+            self.store.set_run_status(run.id, "failed")
+            raise
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from evolve.config import RunConfig
 from evolve.controller import Controller, Outcome
+from evolve.population import FULL, run_evaluations
 from evolve.runs_csv import DEFAULT_CSV, append_row, csv_row, run_summary
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,13 @@ def tune_best(cfg: RunConfig, store: Any, outcome: Outcome, harness: Any) -> Non
         log.warning("tune.top_k=%d but evolve.tune is unavailable (%s); skipping tuning",
                     cfg.tune.top_k, e)
         return
-    board = store.leaderboard(outcome.run_id, limit=cfg.tune.top_k)
+    metric, sign = cfg.selection.parsed_objectives()[0]
+    passed = [r for r in run_evaluations(store, outcome.run_id, FULL)
+              if r.status == "passed" and isinstance((r.metrics or {}).get(metric), (int, float))]
+    top = sorted(passed, key=lambda r: -sign * r.metrics[metric])[: cfg.tune.top_k]
     workload = cfg.tune.workload or cfg.evaluation.workloads[0]
-    for entry in board:
-        store.add_event(outcome.run_id, "tune", {"runtime": entry.runtime.id,
+    for row in top:
+        store.add_event(outcome.run_id, "tune", {"runtime": row.runtime_id,
                                                  "trials": cfg.tune.trials})
-        tune_runtime(store, entry.runtime.id, trials=cfg.tune.trials, workload=workload,
-                     seed=cfg.seed, harness=harness)
+        tune_runtime(store, row.runtime_id, trials=cfg.tune.trials, workload=workload,
+                     seed=cfg.seed, harness=harness, model=cfg.evaluation.model)

@@ -165,3 +165,18 @@ def test_llm_calls_recorded_and_dollar_budget_stops(tmp_path):
              for c in r.spec["slots"].values() if c["program"].startswith("sha256:")]
     assert progs and all(p.llm_call_id is not None for p in progs)
     assert store.get_llm_call(progs[0].llm_call_id).run_id == out.run_id
+
+
+def test_top_k_tuned_at_the_end(tmp_path, monkeypatch):
+    import evolve.tune
+
+    calls = []
+    monkeypatch.setattr(evolve.tune, "tune_runtime",
+                        lambda store, rid, **kw: calls.append((rid, kw["trials"])))
+    cfg = _cfg(budget={"max_evaluations": 8}, tune={"top_k": 2, "trials": 3})
+    out, summary, store = _go(tmp_path, cfg)
+    full = [r for r in run_evaluations(store, out.run_id, FULL) if r.status == "passed"]
+    top2 = [r.runtime_id for r in sorted(full, key=lambda r: -r.metrics["tok_s"])[:2]]
+    assert [c[0] for c in calls] == top2 and all(c[1] == 3 for c in calls)
+    assert summary["best_runtime"] == top2[0]
+    assert [e.data["runtime"] for e in store.events(out.run_id, "tune")] == top2
