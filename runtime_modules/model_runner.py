@@ -25,6 +25,47 @@ CPU_KV_BYTES = 1 << 30   # default KV budget on CPU
 CPU_MAX_BLOCKS = 4096    # and at most this many blocks (block-manager start-up cost)
 
 
+def graph_sizes(requested: list[int] | None, max_num_seqs: int) -> list[int]:
+    """Decode batch sizes to capture: sorted, capped at max_num_seqs, ending with it."""
+    sizes = requested or [1, 2, 4, 8] + list(range(16, max_num_seqs + 1, 16))
+    sizes = sorted({min(s, max_num_seqs) for s in sizes})
+    if sizes[-1] < max_num_seqs:
+        sizes.append(max_num_seqs)  # every decode batch has a graph to replay
+    return sizes
+
+
+def graph_size_for(batch: int, sizes: list[int]) -> int:
+    """The smallest captured size that holds `batch` rows."""
+    for s in sizes:
+        if s >= batch:
+            return s
+    raise ValueError(f"decode batch of {batch} exceeds the largest captured size {sizes[-1]}")
+
+
+def fill_decode_statics(x: StepInputs, bs: int, ids: torch.Tensor, pos: torch.Tensor,
+                        slots: torch.Tensor, ctx: torch.Tensor, tables: torch.Tensor) -> None:
+    """Copy a decode step into a graph's static inputs, rows past x.num_seqs as padding.
+
+    Padding rows get slot -1 (no KV write), context_len 0 (no KV read) and token/position
+    0 (a valid embedding row and rotary position whatever earlier steps left there);
+    their block tables may hold stale ids, which a kernel must not read at context 0.
+    """
+    b, w = x.num_seqs, x.meta.block_tables.shape[1]
+    if not 0 < b <= bs <= ids.shape[0] or w > tables.shape[1]:
+        raise ValueError(f"decode batch {b} (table width {w}) does not fit graph size {bs} "
+                         f"of static buffers [{ids.shape[0]}, {tables.shape[1]}]")
+    ids[:b].copy_(x.input_ids, non_blocking=True)
+    pos[:b].copy_(x.positions, non_blocking=True)
+    slots[:b].copy_(x.meta.slot_mapping, non_blocking=True)
+    ctx[:b].copy_(x.meta.context_lens, non_blocking=True)
+    tables[:b, :w].copy_(x.meta.block_tables, non_blocking=True)
+    if bs > b:
+        ids[b:bs].zero_()
+        pos[b:bs].zero_()
+        slots[b:bs].fill_(-1)
+        ctx[b:bs].zero_()
+
+
 def kv_block_bytes(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
     """Bytes of one KV block over all layers (K and V)."""
     elem = torch.empty(0, dtype=dtype).element_size()
@@ -109,18 +150,18 @@ class ModelRunner:
                         torch.full((n,), seq_len, dtype=torch.int32, device=dev),
                         torch.arange(temp_blocks, dtype=torch.int32, device=dev).repeat(n, 1),
                         torch.arange(0, t + 1, seq_len, dtype=torch.int32, device=dev), seq_len)
-        hidden = self.model(ids, pos, meta)
-        self.model.compute_logits(hidden[-min(n, c.max_num_seqs):])
+        self.model(ids, pos, meta)
+        # the LM head and a top-p sampler at max_num_seqs rows peak well above the prefill's
+        # few sampled rows ([S, vocab] fp32 logits, probs, sort values + int64 indices, ...)
+        rows = torch.randn(c.max_num_seqs, self.mcfg.hidden_size, device=dev, dtype=c.dtype)
+        logits = self.model.compute_logits(rows)
+        ones = torch.ones(c.max_num_seqs, device=dev)
+        sample(logits, ones, ones * 0.9, torch.Generator(device=dev).manual_seed(0))
 
     # ------------------------------------------------------------------ CUDA graphs
 
     def _graph_sizes(self) -> list[int]:
-        c = self.cfg
-        sizes = c.cuda_graph_sizes or [1, 2, 4, 8] + list(range(16, c.max_num_seqs + 1, 16))
-        sizes = sorted({min(s, c.max_num_seqs) for s in sizes})
-        if sizes[-1] < c.max_num_seqs:
-            sizes.append(c.max_num_seqs)
-        return sizes
+        return graph_sizes(self.cfg.cuda_graph_sizes, self.cfg.max_num_seqs)
 
     @torch.inference_mode()
     def _capture_graphs(self) -> None:
@@ -152,18 +193,11 @@ class ModelRunner:
         self.graph_sizes = sizes
 
     def _replay(self, x: StepInputs) -> torch.Tensor:
-        b = x.num_seqs
-        bs = next(s for s in self.graph_sizes if s >= b)
-        w = x.meta.block_tables.shape[1]
-        self.g_ids[:b].copy_(x.input_ids)
-        self.g_pos[:b].copy_(x.positions)
-        self.g_slots[:b].copy_(x.meta.slot_mapping)
-        self.g_slots[b:bs].fill_(-1)
-        self.g_ctx[:b].copy_(x.meta.context_lens)
-        self.g_ctx[b:bs].fill_(0)
-        self.g_tables[:b, :w].copy_(x.meta.block_tables)
+        bs = graph_size_for(x.num_seqs, self.graph_sizes)
+        fill_decode_statics(x, bs, self.g_ids, self.g_pos, self.g_slots, self.g_ctx,
+                            self.g_tables)
         self.graphs[bs].replay()
-        return self.g_out[:b]
+        return self.g_out[:x.num_seqs]
 
     # ------------------------------------------------------------------ steps
 
