@@ -98,6 +98,7 @@ class Controller(ChildrenMixin):
                              {"evaluations_done": self.st.done, "config_file": cfg.source,
                               "requeued": [r for r, _ in self.st.to_evaluate]})
         queue = deque(self.st.to_evaluate)
+        self._progress()
         old = self._install_sigint()
         try:
             self._loop(queue)

@@ -85,9 +85,11 @@ class IslandBook:
         pools = {i: self.pool(i) for i in range(c.islands.count)}
         for src, dst in sel.ring_targets(c.islands.count):
             have = {spec_key(m.spec) for m in pools[dst]}
-            for m in sel.migrants(pools[src], ctl.objectives, c.selection.method,
+            # Every island already holds the seed: migrate its best other members.
+            own = [m for m in pools[src] if m.runtime_id != ctl.st.seed_runtime_id]
+            for m in sel.migrants(own, ctl.objectives, c.selection.method,
                                   c.islands.migration_size):
-                if spec_key(m.spec) in have or m.runtime_id == ctl.st.seed_runtime_id:
+                if spec_key(m.spec) in have:
                     continue
                 moved.append([src, dst, m.runtime_id, self._copy(m, dst, "migration").runtime_id])
         if moved:

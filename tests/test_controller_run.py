@@ -43,7 +43,7 @@ def _go(tmp_path, cfg, name="t", harness=None):
 
 def test_small_run_records_everything(tmp_path):
     cfg = _cfg()
-    out, summary, store = _go(tmp_path, cfg)
+    out, summary, store = _go(tmp_path, cfg, harness=FakeHarness(fail_rate=0.1))
     assert out.status == "finished" and out.reason == "max_evaluations"
     runtimes = {r.id: r for r in run_runtimes(store, out.run_id)}
     full = run_evaluations(store, out.run_id, FULL)
