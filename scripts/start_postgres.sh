@@ -35,6 +35,8 @@ if ! BIN=$(find_bindir); then
   BIN=$(find_bindir) || { echo "start_postgres: postgresql installed but no initdb found"; exit 1; }
 fi
 
+# The server must not inherit fd 3 (our caller's stdout): `url=$(start_postgres.sh)`
+# waits until every holder of that pipe closes it, i.e. forever.
 # initdb refuses to run as root: run the server as the postgres user then
 if [ "$(id -u)" -eq 0 ]; then
   id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
@@ -60,6 +62,7 @@ as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-
 
 as_pg "$BIN/pg_ctl" -D "$DATA" -l "$BASE/server.log" -w -t 60 \
   -o "-c listen_addresses=127.0.0.1 -p $PORT -k $BASE -c max_connections=200" start \
+  </dev/null 3>&- \
   || { cat "$BASE/server.log"; echo "start_postgres: server did not start"; exit 1; }
 
 psql_admin() { as_pg "$BIN/psql" -h "$BASE" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q "$@"; }
