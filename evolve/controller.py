@@ -81,6 +81,12 @@ class Controller(ChildrenMixin):
         cfg = self.cfg
         run, created = self.store.get_or_create_run(self.name, config=cfg.raw, seed=cfg.seed)
         self.run_id = run.id
+        if not created and run.config != cfg.raw:
+            # The run goes on under the config given now; the stored one stays as it began.
+            changed = sorted(k for k in set(run.config) | set(cfg.raw)
+                             if run.config.get(k) != cfg.raw.get(k))
+            log.warning("run %s resumes with a changed config (sections %s)", self.name, changed)
+            self.store.add_event(run.id, "config_changed", {"sections": changed})
         self.st = load_state(self.store, run.id, cfg.target.slots)
         self.book = IslandBook(self, self.store.events(run.id))
         self.rng = random.Random(f"{cfg.seed}/{self.st.proposals}")  # fresh stream on resume

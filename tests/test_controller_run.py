@@ -180,3 +180,14 @@ def test_top_k_tuned_at_the_end(tmp_path, monkeypatch):
     assert [c[0] for c in calls] == top2 and all(c[1] == 3 for c in calls)
     assert summary["best_runtime"] == top2[0]
     assert [e.data["runtime"] for e in store.events(out.run_id, "tune")] == top2
+
+
+def test_resume_by_name_with_a_larger_budget(tmp_path):
+    cfg = _cfg(budget={"max_evaluations": 5})
+    out1, _, store = _go(tmp_path, cfg, name="grow")
+    assert out1.evaluations == 5
+    raw = {**cfg.raw, "budget": {"max_evaluations": 9}}
+    out2, summary, store = _go(tmp_path, config_from_dict(raw, "test.yaml"), name="grow")
+    assert out2.run_id == out1.run_id and out2.evaluations == 9 and summary["evaluations"] == 9
+    assert store.events(out2.run_id, "config_changed")[0].data["sections"] == ["budget"]
+    assert len(store.events(out2.run_id, "resume")) == 1
