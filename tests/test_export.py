@@ -65,6 +65,7 @@ def _evolved_runtime(store: Store, rng: random.Random) -> tuple[int, dict]:
 
 @pytest.mark.timeout(240)
 def test_exported_wheel_in_bare_venv_generates_like_sds(tmp_path):
+    import numpy as np
     import torch
     rng = random.Random()
     store = Store.open(f"sqlite:///{tmp_path}/sds.db")
@@ -80,8 +81,13 @@ def test_exported_wheel_in_bare_venv_generates_like_sds(tmp_path):
     py = venv / "bin" / "python"
     site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
-    # torch (and its dependencies) visible through one path entry; sds is not on it
-    (site / "_torch.pth").write_text(str(Path(torch.__file__).parent.parent) + "\n")
+    # The exported package's dependencies (torch, numpy, safetensors and what they import)
+    # visible through plain path entries; those dirs may be the venv's or the system's,
+    # depending on where set-up found them. Entries in a .pth are not scanned for further
+    # .pth files, so sds's editable-install hook does not come along.
+    deps = [Path(torch.__file__).parent.parent, Path(np.__file__).parent.parent]
+    deps += [Path(p) for p in sys.path if p.endswith("site-packages")]
+    (site / "_deps.pth").write_text("".join(f"{d}\n" for d in dict.fromkeys(map(str, deps))))
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
                     "--no-deps", "--no-index", str(wheel)], check=True)
     prompts = [[rng.randrange(1, 1000) for _ in range(rng.randint(3, 20))] for _ in range(4)]
