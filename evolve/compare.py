@@ -119,6 +119,10 @@ def compare_runs(store: Any, runs: list[str]) -> tuple[list[dict[str, Any]], lis
             records.append(store.get_run(name))
         except NotFound:
             raise CompareError(f"run {name!r} not found in the database") from None
+    for r in records:  # a run where even the seed never passed has nothing to compare
+        if not any(e.status == "passed" for e in store.evaluations(run=r.id)):
+            raise CompareError(f"run {r.name!r} has no successful evaluation; "
+                               f"check it with `sds status {r.name}`")
     pairs = [_run_row(store, r) for r in records]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 

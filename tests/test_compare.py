@@ -79,6 +79,15 @@ def test_compare_cli_bad_input_exit_2_nothing_overwritten(tmp_path, capsys):
     existing.write_text("precious\n")
     assert main(["compare", "run-a", "--db", url, "--csv", str(existing)]) == 2
     assert existing.read_text() == "precious\n"
+    empty, _ = store.get_or_create_run("run-empty", {"seed": 0})
+    seed = store.add_runtime(empty.id, SPEC, operator="seed")
+    store.add_evaluation(stage="correctness", status="failed", runtime_id=seed.id,
+                         run_id=empty.id, error="token 2 differs", device="cpu")
+    capsys.readouterr()
+    assert main(["compare", "run-a", "run-empty", "--db", url, "--csv", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run-empty" in err[0] and "no successful evaluation" in err[0]
+    assert not (tmp_path / "x.csv").exists()
     out_csv = tmp_path / "new.csv"
     assert main(["compare", "run-a", "--db", url, "--csv", str(out_csv), "--json"]) == 0
     assert out_csv.read_text().startswith("tags.run,")
