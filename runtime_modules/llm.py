@@ -103,12 +103,31 @@ class LLM:
                              f"{self.config.max_model_len} (needs room for one output token)")
         return ids
 
-    def add_request(self, prompt: Prompt, sampling_params: SamplingParams | None = None) -> int:
-        """Queue one request; returns its id (see `step`)."""
+    def _request(self, prompt: Prompt, sampling_params: SamplingParams | None,
+                 ) -> tuple[list[int], SamplingParams]:
+        """Validated (token ids, sampling params) of one request."""
         sp = sampling_params or SamplingParams()
         if not isinstance(sp, SamplingParams):
             raise TypeError(f"sampling_params must be SamplingParams, got {type(sp).__name__}")
-        seq = Sequence(self._tokens(prompt), sp, arrival_time=time.perf_counter())
+        ids = self._tokens(prompt)
+        # KV is recomputed after preemption, so a sequence must fit the cache on its own:
+        # at its longest it holds KV for every token but the last one sampled
+        bs, blocks = self.config.block_size, self.engine.num_kv_blocks
+        kv = min(len(ids) + sp.max_tokens, self.config.max_model_len) - 1
+        if -(-kv // bs) > blocks:
+            raise ValueError(f"request needs KV for {kv} tokens ({len(ids)} prompt + "
+                             f"max_tokens={sp.max_tokens}, capped by max_model_len="
+                             f"{self.config.max_model_len}) but the KV cache holds {blocks} "
+                             f"blocks of {bs} = {blocks * bs} tokens; lower max_tokens or "
+                             "max_model_len, or raise num_kv_blocks")
+        return ids, sp
+
+    def add_request(self, prompt: Prompt, sampling_params: SamplingParams | None = None) -> int:
+        """Queue one request; returns its id (see `step`)."""
+        return self._add(*self._request(prompt, sampling_params))
+
+    def _add(self, ids: list[int], sp: SamplingParams) -> int:
+        seq = Sequence(ids, sp, arrival_time=time.perf_counter())
         self.engine.add_sequence(seq)
         return seq.request_id
 
@@ -144,7 +163,9 @@ class LLM:
             sps = sampling_params
         else:
             sps = [sampling_params or SamplingParams()] * len(prompts)
-        ids = [self.add_request(p, sp) for p, sp in zip(prompts, sps)]
+        # validate every request before queueing any: a bad one leaves no orphans behind
+        reqs = [self._request(p, sp) for p, sp in zip(prompts, sps)]
+        ids = [self._add(*r) for r in reqs]
         done: dict[int, RequestOutput] = {}
         bar = None
         if use_tqdm:

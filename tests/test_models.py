@@ -74,3 +74,24 @@ def test_bad_engine_params_and_prompts_fail_clearly():
         llm.add_request(list(range(2, 40)))
     with pytest.raises(ValueError, match="temperature"):
         SamplingParams(temperature=-1)
+
+
+def test_a_bad_prompt_in_generate_queues_none_of_the_batch():
+    llm = LLM("tiny", device="cpu", max_model_len=32, num_kv_blocks=8)
+    sp = SamplingParams(temperature=0, max_tokens=4)
+    with pytest.raises(ValueError, match="empty"):
+        llm.generate([[5, 6, 7], [8, 9], []], sp)
+    assert not llm.has_unfinished()
+    out = llm.generate([[5, 6, 7]], sp)  # the engine still works, with no strays
+    assert len(out) == 1 and len(out[0].token_ids) == 4
+    assert llm.stats["generated_tokens"] == 4
+
+
+def test_a_request_that_cannot_fit_the_kv_cache_alone_is_refused_clearly():
+    llm = LLM("tiny", device="cpu", max_model_len=256, num_kv_blocks=4, block_size=8)
+    with pytest.raises(ValueError, match=r"KV for 39 tokens .* 4 blocks of 8 = 32 tokens"):
+        llm.add_request(list(range(2, 32)), SamplingParams(max_tokens=10))
+    assert not llm.has_unfinished()
+    out = llm.generate([list(range(2, 30))], SamplingParams(temperature=0, max_tokens=5,
+                                                            ignore_eos=True))
+    assert len(out[0].token_ids) == 5  # 32 tokens, KV for 32: just fits
