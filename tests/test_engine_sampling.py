@@ -61,7 +61,7 @@ def test_sampled_frequencies_follow_the_renormalised_nucleus():
 
 def test_zero_exponential_noise_never_picks_a_token_outside_the_nucleus(monkeypatch):
     """Exp(1) draws can be exactly 0; a cut token (p = 0) must not win through 0/0 = NaN."""
-    import runtime_modules.sampler as sampler
+    from runtime_modules import sampler
 
     g = torch.Generator().manual_seed(2)
     logits = torch.randn(16, 32, generator=g) * 4
