@@ -83,3 +83,32 @@ def test_gp_targets_are_a_single_return_inside_an_evolve_block(ref):
     ret = body[0].lineno - 1
     assert lines[ret - 1].strip() == EVOLVE_START and lines[ret + 1].strip() == EVOLVE_END
     assert all(a.annotation is not None for a in fn.args.args)
+
+
+@pytest.mark.parametrize("watermark", [0, 64])
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_no_stall_with_prompts_over_the_token_budget_or_a_watermark_over_the_cache(
+        scheduler, watermark):
+    """Prompts longer than the token budget (prefilled in pieces), a KV cache that holds a
+    few sequences, and a watermark larger than the whole cache: every request still ends."""
+    for trial in range(12):
+        rng = random.Random(f"{scheduler}{watermark}{trial}")
+        blocks, budget = rng.randrange(10, 30), rng.randrange(8, 40)
+        llm = LLM("tiny", runner_factory=StubRunner, device="cpu", block_size=4,
+                  runtime={"slots": {"scheduler": {
+                      "program": scheduler, "params": {"watermark_blocks": watermark}}}},
+                  num_kv_blocks=blocks, max_num_seqs=6, max_num_batched_tokens=budget,
+                  max_model_len=4 * blocks, enable_prefix_caching=trial % 2 == 0,
+                  freeze_gc=False)
+        want = {}
+        for _ in range(rng.randrange(2, 10)):
+            n = rng.randrange(1, 2 * blocks)
+            sp = SamplingParams(max_tokens=rng.randrange(1, 4 * blocks - n), ignore_eos=True)
+            want[llm.add_request([rng.randrange(2, 1024) for _ in range(n)], sp)] = sp.max_tokens
+        got = {}
+        while llm.has_unfinished():
+            for out in llm.step():
+                got[out.request_id] = len(out.token_ids)
+            llm.engine.block_manager.check_invariants(list(llm.engine.live.values()))
+        assert got == want
+        assert llm.engine.block_manager.num_free_blocks == blocks

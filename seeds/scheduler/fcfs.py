@@ -74,6 +74,14 @@ class Scheduler:
                 break  # a piece of a long prompt: it runs alone
         return batch
 
+    def _requeue(self, seq: Sequence) -> None:
+        """Back to the front of the queue, but behind a prompt part-way through its pieces:
+        that one holds blocks, so a request stuck in front of it could wait forever."""
+        if self.waiting and self.waiting[0].block_table:
+            self.waiting.insert(1, seq)
+        else:
+            self.waiting.appendleft(seq)
+
     def _decode(self) -> list[tuple[Sequence, int]]:
         cfg, bm = self.cfg, self.bm
         bs = bm.block_size
@@ -92,7 +100,7 @@ class Scheduler:
             while not bm.can_allocate(seq, 1):
                 _, victim = running.popitem()  # the newest running sequence
                 bm.preempt(victim)
-                self.waiting.appendleft(victim)
+                self._requeue(victim)
                 if victim is seq:
                     break
             else:
