@@ -78,7 +78,9 @@ class Scheduler:
             cached = bm.num_cached_prefix_tokens(seq)
             # EVOLVE-BLOCK-START
             n = min(seq.num_uncomputed_tokens - cached, budget, self.chunk_size)
-            if bm.num_free_blocks < self.watermark or not bm.can_allocate(seq, n):
+            # the watermark keeps room for running sequences to grow (none running: it
+            # would only hold back a request that fits, a stall if > the cache)
+            if (running and bm.num_free_blocks < self.watermark) or not bm.can_allocate(seq, n):
                 break
             # EVOLVE-BLOCK-END
             bm.allocate(seq, n)

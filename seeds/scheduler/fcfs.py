@@ -59,7 +59,9 @@ class Scheduler:
                 if batch:
                     break
                 n = cfg.max_num_batched_tokens  # alone and too long: prefill it in pieces
-            need_watermark = self.watermark if not seq.block_table else 0
+            # the watermark keeps room for running sequences to grow; with none running
+            # it would only hold back a request that fits (a stall if > the cache)
+            need_watermark = self.watermark if self.running and not seq.block_table else 0
             if bm.num_free_blocks < need_watermark or not bm.can_allocate(seq, n):
                 break
             # EVOLVE-BLOCK-END
