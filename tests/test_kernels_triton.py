@@ -151,3 +151,32 @@ def test_triton_seeds_load_through_the_slot_loader_with_evolve_blocks():
         assert slots.evolve_blocks(Path(loaded.path).read_text()), slot
         tunables = loaded.module.TUNABLES
         slots.load_slot(slot, f"seed:{slot}/{name}", {k: v[-1] for k, v in tunables.items()})
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values as a view whose last dimension has stride 2."""
+    wide = torch.full((*t.shape[:-1], 2 * t.shape[-1]), 7, dtype=t.dtype, device=t.device)
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+def test_attention_kernels_read_strided_block_tables_and_lengths():
+    """The contract promises shapes, not contiguity: strided index tensors read correctly.
+
+    (check_kernel clones its inputs, which makes them contiguous, so the kernel is called
+    directly here.)"""
+    case = R.make_decode_case(3, 4, 2, 32, 16, 40, F32, DEVICE, _gen())
+    want = R.decode_attention(**case, exact=True)
+    fn = _load_fresh("decode_attention", TRITON_SEEDS["decode_attention"])
+    strided = dict(case, block_tables=_strided(case["block_tables"]),
+                   context_lens=_strided(case["context_lens"]))
+    assert strided["block_tables"].stride(-1) == 2
+    msg = R.compare("decode", fn(**strided, num_splits=2, block_n=16), want, F32)
+    assert msg is None, msg
+    case = R.make_prefill_case(3, 4, 2, 32, 16, 17, 20, F32, DEVICE, _gen())
+    want = R.prefill_attention(**case, exact=True)
+    fn = _load_fresh("prefill_attention", TRITON_SEEDS["prefill_attention"])
+    strided = dict(case, **{k: _strided(case[k])
+                            for k in ("block_tables", "context_lens", "cu_seqlens_q")})
+    msg = R.compare("prefill", fn(**strided, block_m=16, block_n=16), want, F32)
+    assert msg is None, msg

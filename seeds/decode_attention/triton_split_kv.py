@@ -131,6 +131,11 @@ def _decode_reduce_kernel(
              out.to(out_ptr.dtype.element_ty), mask=d_mask)
 
 
+def _unit_stride(t):
+    """`t` itself if its last dimension has stride 1, else a contiguous copy."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale,
                      num_splits=16, block_n=32, num_warps=4, num_stages=2):
     """softmax(q.k * scale) @ v per sequence over its paged KV (split-KV flash decoding)."""
@@ -138,6 +143,9 @@ def decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale,
     _, block_size, num_kv_heads, _ = k_cache.shape
     assert num_q_heads % num_kv_heads == 0, (num_q_heads, num_kv_heads)
     assert q.stride(-1) == 1 and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1
+    # the kernels index 1-D inputs and block-table rows with unit strides; views that are
+    # not (a column slice of a wider table, say) are copied rather than misread
+    block_tables, context_lens = _unit_stride(block_tables), _unit_stride(context_lens)
     group = num_q_heads // num_kv_heads
     out = torch.empty_like(q)
     if batch == 0:

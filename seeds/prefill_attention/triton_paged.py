@@ -107,6 +107,11 @@ def _prefill_kernel(
                  out.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
 
 
+def _unit_stride(t):
+    """`t` itself if its last dimension has stride 1, else a contiguous copy."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
 def prefill_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tables, scale,
                       max_seqlen_q, block_m=32, block_n=32, num_warps=4, num_stages=2):
     """Causal attention of packed new tokens over each sequence's paged KV (GQA)."""
@@ -114,6 +119,10 @@ def prefill_attention(q, k_cache, v_cache, cu_seqlens_q, context_lens, block_tab
     _, block_size, num_kv_heads, _ = k_cache.shape
     assert num_q_heads % num_kv_heads == 0, (num_q_heads, num_kv_heads)
     assert q.stride(-1) == 1 and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1
+    # the kernels index 1-D inputs and block-table rows with unit strides; views that are
+    # not (a column slice of a wider table, say) are copied rather than misread
+    block_tables, context_lens = _unit_stride(block_tables), _unit_stride(context_lens)
+    cu_seqlens_q = _unit_stride(cu_seqlens_q)
     batch = context_lens.shape[0]
     out = torch.empty_like(q)
     if total == 0 or batch == 0:
