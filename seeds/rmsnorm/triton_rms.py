@@ -34,6 +34,7 @@ def rmsnorm(x, weight, eps, residual=None, num_warps=4):
     """y = h / sqrt(mean(h^2) + eps) * weight with h = x (+ residual); returns y or (y, h)."""
     assert x.dim() == 2 and x.stride(-1) == 1, "x must be [T, H] with contiguous rows"
     tokens, hidden = x.shape
+    weight = weight.contiguous()  # the kernel indexes it with unit stride
     y = torch.empty_like(x)
     h = torch.empty_like(x) if residual is not None else y
     if tokens:

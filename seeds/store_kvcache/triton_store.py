@@ -46,6 +46,7 @@ def store_kvcache(key, value, k_cache, v_cache, slot_mapping, num_warps=2):
     assert k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1
     if num_tokens == 0:
         return
+    slot_mapping = slot_mapping.contiguous()  # the kernel indexes it with unit stride
     _store_kernel[(num_tokens,)](
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), value.stride(0), value.stride(1),
