@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from evolve import selection as sel
-from evolve.config import RunConfig
+from evolve.config import ConfigError, RunConfig
 from evolve.operators.base import Candidate, MutationContext, Proposal, Rejected
 from evolve.population import FULL, PROPOSE, slot_code, slot_hashes, spec_key
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
@@ -185,5 +185,8 @@ def build_operators(cfg: RunConfig) -> dict[str, Any]:
         options = dict(oc.options)
         if name.startswith("llm"):
             options.setdefault("llm", asdict(cfg.llm))
-        ops[name] = make_operator(name, options)
+        try:
+            ops[name] = make_operator(name, options)
+        except ValueError as e:  # unknown operator, bad option, missing API key: bad input
+            raise ConfigError(f"{cfg.source}: operators.{name}: {e}") from None
     return ops

@@ -83,3 +83,20 @@ def test_shipped_configs_load():
     qs = load_config(ROOT / "scripts" / "quickstart.yaml")
     assert set(qs.operators) <= {"gp", "literal", "assemble"}  # offline: no LLM
     assert qs.evaluation.model == "tiny" and qs.evaluation.device == "cpu"
+
+
+def test_operator_errors_name_the_operator(monkeypatch):
+    from evolve.children import build_operators
+
+    cfg = config_from_dict({"operators": {"gp": 1, "literal": {"weight": 1, "sigmaa": 2}}},
+                           "q.yaml")
+    with pytest.raises(ConfigError, match=r"q.yaml: operators.literal: .*sigmaa"):
+        build_operators(cfg)
+    with pytest.raises(ConfigError, match=r"operators.gpp: unknown operator 'gpp'"):
+        build_operators(config_from_dict({"operators": {"gpp": 1}}, "q.yaml"))
+    monkeypatch.delenv("SDS_TEST_MISSING_KEY", raising=False)
+    llm = {"models": {"m": 1}, "prices": {"m": [0, 0]}, "api_key_env": "SDS_TEST_MISSING_KEY"}
+    with pytest.raises(ConfigError, match="operators.llm-diff: .*SDS_TEST_MISSING_KEY"):
+        build_operators(config_from_dict({"operators": {"llm-diff": 1}, "llm": llm}, "q.yaml"))
+    assert set(build_operators(load_config(ROOT / "scripts" / "quickstart.yaml"))) == \
+        {"gp", "literal", "assemble"}

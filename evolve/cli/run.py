@@ -17,9 +17,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise UsageError(str(e)) from None
     db = args.db or cfg.db or db_url(args)
-    outcome, summary = launch(cfg, name=args.name, db=db,
-                              runs_csv=None if args.runs_csv == "-" else args.runs_csv,
-                              progress=not args.no_progress)
+    try:
+        outcome, summary = launch(cfg, name=args.name, db=db,
+                                  runs_csv=None if args.runs_csv == "-" else args.runs_csv,
+                                  progress=not args.no_progress)
+    except ConfigError as e:  # e.g. an operator's options or API key
+        raise UsageError(str(e)) from None
     if args.json:
         emit_json(summary)
     else:
