@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import platform
 import secrets
+import shutil
 import signal
 import tempfile
+import weakref
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,10 @@ class Harness:
         self.device = _detect_device(device)
         self.timeouts = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
         self.limits = limits or SandboxLimits()
-        self.program_dir = Path(program_dir or tempfile.mkdtemp(prefix="sds-programs-"))
+        if program_dir is None:  # our own: removed with the harness (one per Harness leaked)
+            program_dir = tempfile.mkdtemp(prefix="sds-programs-")
+            weakref.finalize(self, shutil.rmtree, program_dir, True)
+        self.program_dir = Path(program_dir)
         self.startup_timeout_s = startup_timeout_s
         self.options = dict(options or {})  # passed to the worker's stages
         self._cache: dict[tuple[str, str, str], StageResult] = {}
@@ -270,7 +275,12 @@ def _stage_results(run: SandboxRun, stages: list[str]) -> list[StageResult]:
     out: list[StageResult] = []
     for stage in stages:
         msg = by_stage.get(stage)
-        if msg is not None:
+        if run.protocol_error and (stage in started or not out):
+            # forged or garbled messages: nothing the worker said about this stage counts
+            res = StageResult(stage, "rejected", {}, f"{stage}: {run.protocol_error} "
+                              "(candidate code writing to the result channel?)", tails,
+                              run.wall_s)
+        elif msg is not None:
             res = StageResult.from_dict({k: v for k, v in msg.items() if k != "type"})
             if run.limit_hit and res.ok:
                 res = StageResult(stage, "rejected", res.metrics, _limit_error(run),

@@ -66,6 +66,7 @@ class SandboxRun:
     isolation: dict[str, Any] = field(default_factory=dict)
     stragglers: int = 0
     forged_messages: int = 0
+    protocol_error: str | None = None
     wall_s: float = 0.0
     marker: str = ""
 
@@ -145,7 +146,8 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
                                 start_new_session=True)
         os.close(w_fd)
         w_fd = -1
-        _pump(proc, r_fd, nonce, stage_timeouts, startup_timeout_s, tracker, run)
+        _pump(proc, r_fd, nonce, stage_timeouts, startup_timeout_s, tracker, run,
+              list(job.get("stages") or []))
     finally:
         if w_fd >= 0:
             os.close(w_fd)
@@ -169,8 +171,46 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
     return run
 
 
+def protocol_violation(seen: list[dict[str, Any]], msg: dict[str, Any],
+                       stages: list[str]) -> str | None:
+    """None if `msg` may follow `seen`, else why not.
+
+    The worker says hello, then for each stage of the job in order `start` then one
+    `result`, stopping after the first result that did not pass, then `done`. Anything
+    else (a result for a stage not running, a second result, a skipped stage, messages
+    after the end) is candidate code forging the channel.
+    """
+    kind = msg.get("type")
+    flow = [m for m in seen if m.get("type") in ("start", "result", "done")]
+    last = flow[-1] if flow else None
+    if kind == "hello":
+        return None if not seen else "a second hello"
+    if not seen:
+        return f"a {kind} message before hello"
+    if kind not in ("start", "result", "done"):
+        return f"an unknown message type {kind!r}"
+    if last is not None and last.get("type") == "done":
+        return f"a {kind} message after done"
+    if kind == "start":
+        done = [m["stage"] for m in flow if m.get("type") == "start"]
+        if last is not None and (last.get("type") != "result" or last.get("status") != "passed"):
+            return f"start of {msg.get('stage')!r} while {last.get('stage')!r} has no passing result"
+        if len(done) >= len(stages) or msg.get("stage") != stages[len(done)]:
+            want = stages[len(done)] if len(done) < len(stages) else "nothing"
+            return f"start of {msg.get('stage')!r} where the job runs {want!r} next"
+        return None
+    if kind == "result":
+        if last is None or last.get("type") != "start" or last.get("stage") != msg.get("stage"):
+            return f"a result for {msg.get('stage')!r}, which is not the stage running"
+        return None
+    if last is not None and last.get("type") == "start":
+        return f"done while {last.get('stage')!r} has no result"
+    return None
+
+
 def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, float],
-          startup_s: float, tracker: ProcessTracker, run: SandboxRun) -> None:
+          startup_s: float, tracker: ProcessTracker, run: SandboxRun,
+          stages: list[str] | None = None) -> None:
     """Read messages and output until the worker ends, a deadline passes or a limit is hit."""
     sel = selectors.DefaultSelector()
     tails = {"out": _Tail(), "err": _Tail()}
@@ -194,6 +234,10 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
                         msg = _parse(line, nonce, run)
                         if msg is None:
                             continue
+                        why = protocol_violation(run.messages, msg, stages or [])
+                        if why and stages is not None:
+                            run.protocol_error = f"the worker broke the result protocol: {why}"
+                            break
                         if msg.get("type") == "start":
                             stage = msg.get("stage")
                             deadline = time.monotonic() + float(timeouts.get(stage, 60.0))
@@ -202,7 +246,11 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
                         run.messages.append(msg)
                 else:
                     tails[key.data].add(data)
+                if run.protocol_error:
+                    break
             now = time.monotonic()
+            if run.protocol_error:
+                break
             if tracker.limit_hit():
                 run.limit_hit = True
                 break

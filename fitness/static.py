@@ -20,8 +20,22 @@ FORBIDDEN_MODULES = frozenset({
     "_thread", "concurrent", "asyncio", "urllib", "urllib3", "requests", "httpx", "aiohttp",
     "http", "ftplib", "smtplib", "telnetlib", "pty", "signal", "importlib", "builtins",
     "shutil", "resource", "mmap", "pickle", "marshal", "webbrowser", "xmlrpc",
+    # reaching into the interpreter: the judge runs in the same process
+    "gc", "inspect", "sys", "fitness", "__main__", "types", "traceback", "code",
+    "codeop", "runpy", "pdb", "faulthandler", "tracemalloc", "weakref", "os.path",
 })
-FORBIDDEN_CALLS = frozenset({"__import__", "eval", "exec", "compile", "breakpoint"})
+# attributes that lead from any object to frames, code, globals or every class alive
+FORBIDDEN_ATTRS = frozenset({
+    "__code__", "__globals__", "__closure__", "__builtins__", "__subclasses__", "__dict__",
+    "__class__", "__bases__", "__mro__", "__func__", "__self__", "__wrapped__", "__module__",
+    "__getattribute__", "__setattr__", "__import__", "__loader__", "__spec__",
+    "f_back", "f_locals", "f_globals", "f_code", "gi_frame", "cr_frame", "ag_frame",
+    "tb_frame", "tb_next", "_getframe", "modules", "_exit", "abort", "settrace", "setprofile",
+})
+FORBIDDEN_BUILTINS = frozenset({"globals", "locals", "vars", "getattr", "setattr", "delattr",
+                                "open", "input"})
+FORBIDDEN_CALLS = frozenset({"__import__", "eval", "exec", "compile", "breakpoint",
+                             "__builtins__"})
 FORBIDDEN_OS = frozenset({
     "system", "popen", "fork", "forkpty", "kill", "killpg", "setsid", "setpgid", "execv",
     "execve", "execl", "execle", "execlp", "execlpe", "execvp", "execvpe", "spawnl", "spawnle",
@@ -42,14 +56,34 @@ class StaticViolation(Exception):
 
 
 def _root(node: ast.AST) -> str | None:
-    while isinstance(node, ast.Attribute):
-        node = node.value
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _scan(tree: ast.Module) -> None:
-    """Raise StaticViolation on the first forbidden import, call or clock patch."""
+def _imported_names(tree: ast.Module) -> set[str]:
+    names = set()
     for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def _scan(tree: ast.Module) -> None:
+    """Raise StaticViolation on the first forbidden import, call, introspection or patch."""
+    imported = _imported_names(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRS:
+            raise StaticViolation("rejected", f"forbidden attribute .{node.attr} (reaches into "
+                                  "the interpreter the harness runs in)", node.lineno)
+        if isinstance(node, ast.Name) and node.id in FORBIDDEN_BUILTINS and \
+                node.id not in imported:
+            raise StaticViolation("rejected", f"forbidden use of builtin {node.id}() (dynamic "
+                                  "attribute access, files or introspection)", node.lineno)
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del)) and \
+                _root(node) in imported:
+            raise StaticViolation("rejected", f"assigns to {ast.unparse(node)}: a candidate "
+                                  "must not patch modules or classes it imports", node.lineno)
         if isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.split(".")[0] in FORBIDDEN_MODULES:

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 # Captured before any candidate code can run: the harness measures with these, and a
@@ -101,18 +102,20 @@ def _fork_into_namespace() -> None:
     os._exit(os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) else 128)
 
 
-class Channel:
-    """Messages to the harness over the dedicated pipe, each carrying the nonce."""
+def make_sender(fd: int, nonce: str) -> Callable[[dict[str, Any]], None]:
+    """A function sending messages to the harness over the dedicated pipe, with the nonce.
 
-    def __init__(self, fd: int, nonce: str):
-        self._fd = fd
-        self._nonce = nonce
+    A closure over functions captured now, not a class: candidate code cannot rewrite its
+    results by patching a method, `os.write` or `json.dumps` after it was made.
+    """
+    write, dumps = os.write, json.dumps
 
-    def send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps({**msg, "nonce": self._nonce}, default=str) + "\n").encode()
+    def send(msg: dict[str, Any]) -> None:
+        data = (dumps({**msg, "nonce": nonce}, default=str) + "\n").encode()
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[write(fd, view):]
+    return send
 
 
 def _classify(stage: str, e: BaseException) -> dict[str, Any]:
@@ -125,13 +128,33 @@ def _classify(stage: str, e: BaseException) -> dict[str, Any]:
             "metrics": {}, "artifacts": {"traceback": tb[-4000:]}}
 
 
-def run_stages(job: dict[str, Any], chan: Channel) -> None:
-    """Run the job's stages in order, stopping at the first that does not pass."""
+def _preload(job: dict[str, Any]) -> None:
+    """Import the harness, the engine and every seed program of the job before candidates run."""
+    from fitness import integrity
+
+    integrity.preimport(list(job.get("stages") or []))
+    try:
+        from runtime_modules.slots import load_slot
+        for spec in (job.get("spec"), job.get("baseline")):
+            for slot, choice in ((spec or {}).get("slots") or {}).items():
+                if str(choice.get("program", "")).startswith("seed:"):
+                    load_slot(slot, choice["program"], dict(choice.get("params") or {}))
+    except Exception:  # noqa: BLE001, S110 - the stage that needs it reports the real error
+        pass
+
+
+def run_stages(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
+               changed: Callable[[], list[str]] = list) -> None:
+    """Run the job's stages in order, stopping at the first that does not pass.
+
+    `changed` lists what candidate code patched (see fitness.integrity); anything there
+    turns the stage into `rejected`, whatever it reported.
+    """
     from fitness.stages import WORKER_STAGES, WorkerContext
 
     ctx = WorkerContext.from_job(job)
     for stage in job["stages"]:
-        chan.send({"type": "start", "stage": stage})
+        send({"type": "start", "stage": stage})
         t0 = perf_counter()
         fn = WORKER_STAGES.get(stage)
         try:
@@ -142,11 +165,17 @@ def run_stages(job: dict[str, Any], chan: Channel) -> None:
         except BaseException as e:  # noqa: BLE001 - SystemExit etc. from candidates too
             msg = _classify(stage, e)
         replaced = clocks_replaced()
+        patched = changed()
         if replaced:
             msg.update(status="rejected", error=f"candidate code replaced time.{replaced[0]} "
-                       f"(the harness owns the clock); replaced: {replaced}")
+                       f"(the harness owns the clock); replaced: {replaced}"
+                       + (f"; also patched: {patched}" if patched else ""))
+        elif patched:
+            msg.update(status="rejected", error=f"candidate code patched {patched[0]} (the "
+                       "harness, the engine, torch and the clock are off limits); patched: "
+                       f"{patched}")
         msg["duration_s"] = perf_counter() - t0
-        chan.send(msg)
+        send(msg)
         if msg["status"] != "passed":
             break
 
@@ -162,12 +191,17 @@ def main() -> None:
     with open(path) as f:
         job = json.load(f)
     os.unlink(path)
-    chan = Channel(fd, job.pop("nonce"))
-    chan.send({"type": "hello", "pid": os.getpid(),
-               "isolation": _linux.isolation_facts(config["workdir"])})
+    send = make_sender(fd, job.pop("nonce"))
+    send({"type": "hello", "pid": os.getpid(),
+          "isolation": _linux.isolation_facts(config["workdir"])})
     try:
-        run_stages(job, chan)
-        chan.send({"type": "done"})
+        from fitness import integrity
+        if job.get("stages") != ["static"]:
+            _preload(job)
+            integrity.CURRENT = integrity.Snapshot()
+        changed = integrity.CURRENT.changed if integrity.CURRENT else (list)
+        run_stages(job, send, changed)
+        send({"type": "done"})
     except BaseException as e:  # noqa: BLE001 - a broken channel or a bug: say so
         traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
         sys.stderr.flush()

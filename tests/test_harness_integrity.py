@@ -1,0 +1,83 @@
+"""Candidate code that forges the result channel or patches the judge in-process is caught:
+by `static` first, and by the worker's integrity check and the harness's protocol check
+when `static` is skipped."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from fitness.harness import Harness
+from fitness.sandbox import protocol_violation
+from fitness.static import check_static
+
+CANDIDATES = Path(__file__).parent / "candidates"
+SMALL = {"quick_bench_requests": 2, "bench_requests": 2, "bench_max_tokens": 6,
+         "quick_bench_repeats": 2, "bench_repeats": 2, "quick_bench_min_ratio": 0.2}
+
+
+def _eval(name: str, stages: tuple[str, ...]):
+    h = Harness(device="cpu", timeouts={"contract": 60, "correctness": 60}, options=SMALL)
+    return h.evaluate({"slots": {"scheduler": f"file:{CANDIDATES / name}"}}, stages=stages)
+
+
+def test_results_forged_ahead_for_later_stages_are_rejected():
+    report = _eval("forge_ahead.py", ("contract", "correctness", "quick_bench", "bench"))
+    assert report.status == "rejected", report.to_dict()
+    assert "protocol" in report.error and "correctness" in report.error
+    assert report.stage("bench") is None and "tok_s" not in report.metrics
+
+
+def test_patching_engine_torch_and_clock_is_rejected_naming_them():
+    report = _eval("patch_engine.py", ("contract",))
+    assert report.status == "rejected", report.to_dict()
+    for name in ("monotonic_ns", "LLM.step", "Tensor.tolist"):
+        assert name in report.error, report.error
+
+
+@pytest.mark.parametrize("code,needle", [
+    ("import gc\n", "'gc'"),
+    ("import sys\nsys.modules['time'].perf_counter = len\n", "'sys'"),
+    ("import time\nf = getattr(time, 'perf_' + 'counter')\n", "getattr"),
+    ("def f():\n    return f.__globals__\n", "__globals__"),
+    ("import torch\ntorch.cuda.synchronize = len\n", "torch.cuda.synchronize"),
+    ("from runtime_modules.llm import LLM\nLLM.step = len\n", "LLM.step"),
+    ("import os\nos._exit(0)\n", "_exit"),
+    ("x = ().__class__.__bases__[0].__subclasses__()\n", "__"),
+])
+def test_static_rejects_interpreter_access_and_patching(code, needle):
+    res = check_static("scheduler", code + (CANDIDATES / "starving_scheduler.py").read_text())
+    assert res.status == "rejected", res
+    assert needle in res.error and res.artifacts["line"] <= code.count("\n")
+
+
+def test_protocol_allows_only_the_stage_sequence_of_the_job():
+    stages = ["contract", "correctness"]
+    hello = {"type": "hello"}
+
+    def res(stage, status="passed"):
+        return {"type": "result", "stage": stage, "status": status}
+
+    good = [hello, {"type": "start", "stage": "contract"}, res("contract"),
+            {"type": "start", "stage": "correctness"}, res("correctness", "failed"),
+            {"type": "done"}]
+    for i, msg in enumerate(good):
+        assert protocol_violation(good[:i], msg, stages) is None, (i, msg)
+    bad = [([], res("contract")), (good[:2], res("correctness")), (good[:3], res("contract")),
+           (good[:1], {"type": "start", "stage": "correctness"}),
+           (good[:2], {"type": "start", "stage": "correctness"}),
+           (good[:5], {"type": "start", "stage": "bench"}), (good, res("contract")),
+           (good[:2], {"type": "done"}), (good[:1], hello)]
+    for seen, msg in bad:
+        assert protocol_violation(seen, msg, stages), (seen, msg)
+
+
+def test_a_harness_removes_its_own_program_dir():
+    h = Harness(device="cpu")
+    path = h.program_dir
+    assert path.is_dir()
+    del h
+    gc.collect()
+    assert not path.exists()
