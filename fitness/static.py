@@ -69,9 +69,17 @@ def _imported_names(tree: ast.Module) -> set[str]:
     return names
 
 
+def _forbidden_module(name: str) -> bool:
+    """Whether `name` or any package above it (`a`, `a.b` of `a.b.c`) is forbidden."""
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in FORBIDDEN_MODULES for i in range(1, len(parts) + 1))
+
+
 def _scan(tree: ast.Module) -> None:
     """Raise StaticViolation on the first forbidden import, call, introspection or patch."""
     imported = _imported_names(tree)
+    os_names = {"os"} | {a.asname for n in ast.walk(tree) if isinstance(n, ast.Import)
+                         for a in n.names if a.name == "os" and a.asname}
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRS:
             raise StaticViolation("rejected", f"forbidden attribute .{node.attr} (reaches into "
@@ -86,11 +94,13 @@ def _scan(tree: ast.Module) -> None:
                                   "must not patch modules or classes it imports", node.lineno)
         if isinstance(node, ast.Import):
             for a in node.names:
-                if a.name.split(".")[0] in FORBIDDEN_MODULES:
+                if _forbidden_module(a.name):
                     raise StaticViolation("rejected", f"forbidden import {a.name!r}", node.lineno)
         elif isinstance(node, ast.ImportFrom):
             mod = (node.module or "").split(".")[0]
-            if node.level == 0 and mod in FORBIDDEN_MODULES:
+            full = [f"{node.module}.{a.name}" for a in node.names]
+            if node.level == 0 and (_forbidden_module(node.module or "")
+                                    or any(_forbidden_module(f) for f in full)):
                 raise StaticViolation("rejected", f"forbidden import from {node.module!r}",
                                       node.lineno)
             if mod == "os" and any(a.name in FORBIDDEN_OS for a in node.names):
@@ -99,7 +109,7 @@ def _scan(tree: ast.Module) -> None:
         elif isinstance(node, ast.Name) and node.id in FORBIDDEN_CALLS:
             raise StaticViolation("rejected", f"forbidden use of {node.id}()", node.lineno)
         elif isinstance(node, ast.Attribute):
-            if _root(node) == "os" and node.attr in FORBIDDEN_OS:
+            if _root(node) in os_names and node.attr in FORBIDDEN_OS:
                 raise StaticViolation("rejected", f"forbidden use of os.{node.attr}",
                                       node.lineno)
             if isinstance(node.ctx, (ast.Store, ast.Del)) and node.attr in CLOCK_NAMES:

@@ -103,7 +103,19 @@ def build_prompt(kind: str, ctx: MutationContext, max_inspirations: int = 3) -> 
                   parent_artifacts=format_artifacts(ctx.parent.artifacts),
                   failures=format_failures(ctx.recent_failures),
                   inspirations=format_inspirations(ctx.inspirations, max_inspirations),
-                  evolve_rule=template("evolve_rule").template.strip())
+                  evolve_rule=evolve_rule())
+
+
+def evolve_rule() -> str:
+    """The rules every edit must follow, with the static check's lists as it enforces them."""
+    from fitness import static  # the lists the harness really enforces, so they never drift
+
+    def names(xs: frozenset[str]) -> str:
+        return ", ".join(f"`{x}`" for x in sorted(xs))
+
+    return render("evolve_rule", modules=names(static.FORBIDDEN_MODULES),
+                  builtins=names(static.FORBIDDEN_BUILTINS | static.FORBIDDEN_CALLS),
+                  attrs=names(static.FORBIDDEN_ATTRS)).strip()
 
 
 def build_repair_prompt(original_prompt: str, previous_reply: str | None, error: str) -> str:
