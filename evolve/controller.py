@@ -143,6 +143,8 @@ class Controller(ChildrenMixin):
         props: dict[Future, tuple] = {}
         evals: dict[Future, tuple[int, int]] = {}
         while True:
+            if self._interrupts and self.reason is None:
+                self._stop("interrupted", {})
             if self.reason is None:
                 self._check_budgets(len(evals) + len(queue) + len(props))
             if self.reason is None:
@@ -216,8 +218,9 @@ class Controller(ChildrenMixin):
             self._interrupts += 1
             if self._interrupts > 1:
                 raise KeyboardInterrupt  # second Ctrl-C: leave in-flight work pending
+            # Only a flag here: a database write inside a signal handler can deadlock on
+            # the lock held by the write it interrupted. The loop records the stop.
             log.warning("Ctrl-C: finishing in-flight work, then stopping (again to abandon it)")
-            self._stop("interrupted", {})
 
         return signal.signal(signal.SIGINT, handler)
 
