@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from population_db.base import IN_CHUNK, StoreBase
@@ -17,20 +17,25 @@ from population_db.models import FINAL_STATUSES, Evaluation, LLMCall, Program, R
 from population_db.records import EvaluationRecord, Ranked, RuntimeRecord
 
 SCORE_STAGE = "bench"
+# An evolution run's controller writes one `full` row per runtime whose metrics aggregate
+# every workload (geometric mean); it outranks a single workload's `bench` row.
+SCORE_STAGES = ("full", SCORE_STAGE)
 
 
 class QueryMixin(StoreBase):
     """Leaderboards, counts and evaluation look-ups."""
 
     def _scored(self, run_id: int, metric: str, ids: Sequence[int] | None = None) -> Any:
-        """Subquery: latest passed bench evaluation per runtime of a run, with its score."""
+        """Subquery: per runtime of a run, its latest passed `full` evaluation (else its
+        latest passed `bench` evaluation), with its score."""
+        full_first = case((Evaluation.stage == SCORE_STAGES[0], 0), else_=1)
         rn = func.row_number().over(partition_by=Evaluation.runtime_id,
-                                    order_by=Evaluation.id.desc())
+                                    order_by=(full_first, Evaluation.id.desc()))
         q = (select(Evaluation.id.label("eval_id"), Evaluation.runtime_id,
                     Evaluation.metrics, Evaluation.metrics[metric].as_float().label("score"),
                     rn.label("rn"))
              .join(Runtime, Runtime.id == Evaluation.runtime_id)
-             .where(Runtime.run_id == run_id, Evaluation.stage == SCORE_STAGE,
+             .where(Runtime.run_id == run_id, Evaluation.stage.in_(SCORE_STAGES),
                     Evaluation.status == "passed"))
         if ids is not None:
             q = q.where(Evaluation.runtime_id.in_(list(ids)))
