@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -38,14 +37,9 @@ def make_harness(cfg: RunConfig, store: Any, device: str) -> Any:
 
     kwargs: dict[str, Any] = {"store": store, "device": device,
                               "timeouts": dict(cfg.evaluation.timeouts) or None}
-    params = inspect.signature(Harness).parameters
+    # The harness passes `options` to its stages (e.g. quick_bench's rejection ratio).
     options = {**cfg.evaluation.options, **cfg.evaluation.thresholds}
     if options:
-        # The harness passes `options` to its stages (e.g. quick_bench's rejection ratio).
-        if "options" not in params:
-            raise NotImplementedError(
-                f"{cfg.source}: evaluation.thresholds/options are set but fitness.Harness "
-                "takes no stage options; remove them from the config")
         kwargs["options"] = options
     return Harness(**kwargs)
 
@@ -102,7 +96,9 @@ def launch(cfg: RunConfig, name: str | None = None, db: str | None = None,
     finally:
         bar.close()
     if cfg.tune.top_k and outcome.status == "finished":
-        tune_best(cfg, store, outcome, harness)
+        # Trials record their own results on the tuned child: a harness with the store
+        # would also attach every trial's stages to the evolved programs.
+        tune_best(cfg, store, outcome, make_harness(cfg, None, device))
     summary = run_summary(store, outcome.run_id)
     if runs_csv:
         append_row(runs_csv, csv_row(summary))
