@@ -85,6 +85,9 @@ def launch(cfg: RunConfig, name: str | None = None, db: str | None = None,
 
     store = Store.open(db or cfg.db)
     device = resolve_device(cfg.evaluation.device)
+    # Tuning trials record their results on the tuned child themselves: a harness with the
+    # store would also attach every trial's stages to the evolved programs.
+    tune_harness = harness or make_harness(cfg, None, device)
     if harness is None:
         harness = make_harness(cfg, store, device)
     run_name = name or cfg.name or Path(cfg.source).stem
@@ -96,9 +99,7 @@ def launch(cfg: RunConfig, name: str | None = None, db: str | None = None,
     finally:
         bar.close()
     if cfg.tune.top_k and outcome.status == "finished":
-        # Trials record their own results on the tuned child: a harness with the store
-        # would also attach every trial's stages to the evolved programs.
-        tune_best(cfg, store, outcome, make_harness(cfg, None, device))
+        tune_best(cfg, store, outcome, tune_harness)
     summary = run_summary(store, outcome.run_id)
     if runs_csv:
         append_row(runs_csv, csv_row(summary))

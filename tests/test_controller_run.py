@@ -191,3 +191,25 @@ def test_resume_by_name_with_a_larger_budget(tmp_path):
     assert out2.run_id == out1.run_id and out2.evaluations == 9 and summary["evaluations"] == 9
     assert store.events(out2.run_id, "config_changed")[0].data["sections"] == ["budget"]
     assert len(store.events(out2.run_id, "resume")) == 1
+
+
+def test_run_can_tune_its_best_runtime_at_the_end(tmp_path):
+    cfg = _cfg(budget={"max_evaluations": 6}, tune={"top_k": 1, "trials": 3},
+               evaluation={"workloads": ["kv-pressure-cpu"]})
+    out, _, store = _go(tmp_path, cfg, name="tuned", harness=FakeHarness(fail_rate=0.0))
+    assert out.status == "finished"
+    events = store.events(out.run_id, "tune")
+    assert len(events) == 1
+    parent = events[0].data["runtime"]
+    metric, sign = cfg.selection.parsed_objectives()[0]
+    best = max((r for r in run_evaluations(store, out.run_id, FULL) if r.status == "passed"),
+               key=lambda r: sign * r.metrics[metric])
+    assert parent == best.runtime_id
+    # every trial passed, so the best trial's parameters became a child of the tuned runtime
+    tuned = [r for r in run_runtimes(store, out.run_id) if r.operator == "tune"]
+    assert len(tuned) == 1 and [p[0] for p in tuned[0].parents] == [parent]
+    import optuna
+
+    study = optuna.load_study(study_name=f"sds-tune-rt{parent}-kv-pressure-cpu",
+                              storage=f"sqlite:///{tmp_path}/sds.db")
+    assert len([t for t in study.trials if t.state.is_finished()]) == 3
