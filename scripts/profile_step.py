@@ -79,6 +79,7 @@ def profile_steps(model: str | None, workload: str | None, num_requests: int, pr
     extra = {"enforce_eager": True} if eager else {}
     llm = build_llm(w, model=model, **extra)
     from runtime_modules.models import model_config
+    from runtime_modules.profiling import range_totals
     vocab = model_config(model).vocab_size
     # warm-up outside the profile: compile, autotune, capture graphs
     llm.generate([list(r.prompt_token_ids[:32]) for r in reqs[:4]],
@@ -126,6 +127,10 @@ def profile_steps(model: str | None, workload: str | None, num_requests: int, pr
         "busy_ms_per_step": 1e3 * busy / max(steps, 1),
         "host_gap_ms_per_step": 1e3 * max(wall - busy, 0.0) / max(steps, 1) if cuda else None,
         "categories_ms_per_step": {k: 1e3 * v / max(steps, 1) for k, v in sorted(cats.items())},
+        # the engine's own named ranges (runtime_modules.profiling): they do not depend on
+        # kernel names; inside a replayed CUDA graph there are none, so compare with --eager
+        "ranges_ms_per_step": {k: 1e3 * v / max(steps, 1)
+                               for k, v in range_totals(prof, device=cuda).items()},
         "trace": str(trace),
         "note": None if cuda else ("CPU run: op times are host CPU times of the torch "
                                    "reference kernels; the kernel split, the host gap and the "
