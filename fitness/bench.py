@@ -4,8 +4,10 @@
 tok/s = sum of max_tokens / wall time of `generate` (device synchronized on both sides of
 the clock). Workloads with arrival times are driven through `add_request` / `step` instead,
 each request added when its time comes. TTFT/TPOT come from the engine's per-request
-metrics. `run_peer` runs the same requests through transformers in the same process:
-padded batched `generate`, and continuous batching where the installed version has it.
+metrics; the engine's work counters of the run (`stats_*`) and the deterministic
+`modeled_time_s` / `modeled_tok_s` of `fitness/costmodel.py` come with every result.
+`run_peer` runs the same requests through transformers in the same process: padded
+batched `generate`, and continuous batching where the installed version has it.
 The physical floor and the bandwidth probe live in `fitness/floor.py`.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import torch
 
+from fitness.costmodel import COUNTERS, modeled
 from fitness.floor import measure_bandwidth, physical_floor
 from fitness.workloads import Request, Workload
 
@@ -172,6 +175,8 @@ def run_workload(llm: Any, workload: Workload, warmup: bool = True) -> dict[str,
     }
     res.update(summarize_latencies([getattr(o, "metrics", None) for o in outs], lens))
     res.update({f"stats_{k}": v for k, v in delta.items() if k != "steps"})
+    if all(k in delta for k in COUNTERS):  # an engine that counts its KV reads
+        res.update(modeled(delta, workload.num_output_tokens))
     return res
 
 

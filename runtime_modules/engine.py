@@ -48,6 +48,9 @@ class Engine:
         self.eos = model_config.eos_ids
         self.steps = self.prefill_steps = self.decode_steps = self.empty_steps = 0
         self.scheduled_tokens = self.generated_tokens = 0
+        # sum over steps and scheduled sequences of the KV length after the step: the KV
+        # tokens attention reads (the bench's cost model; counted here, not by any slot)
+        self.kv_tokens_attended = 0
         self._empty_run = 0
         self.live: dict[int, Sequence] = {}
 
@@ -135,10 +138,11 @@ class Engine:
         now = time.perf_counter()
         finished: list[Sequence] = []
         ti = 0
-        scheduled = 0
+        scheduled = kv = 0
         for seq, n in batch:
             scheduled += n
             nc = seq.num_computed_tokens + n
+            kv += nc
             seq.num_computed_tokens = nc
             if commit is not None and nc >= (seq.num_hashed_blocks + 1) * bs:
                 commit(seq)
@@ -162,6 +166,7 @@ class Engine:
             raise RuntimeError(f"runner returned {len(tokens)} tokens for {ti} sampled "
                                "sequences")
         self.scheduled_tokens += scheduled
+        self.kv_tokens_attended += kv
         self.generated_tokens += ti
         if scheduled == len(batch):
             self.decode_steps += 1
@@ -178,7 +183,7 @@ class Engine:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: steps, prefill/decode steps, preemptions, prefix-cache hit tokens, ..."""
+        """Counters: steps, prefill/decode steps, preemptions, prefix-cache hits, KV read, ..."""
         bm = self.block_manager
         return {"steps": self.steps, "prefill_steps": self.prefill_steps,
                 "decode_steps": self.decode_steps, "empty_steps": self.empty_steps,
@@ -186,6 +191,7 @@ class Engine:
                 "prefix_cache_hit_tokens": bm.prefix_hit_tokens,
                 "scheduled_tokens": self.scheduled_tokens,
                 "generated_tokens": self.generated_tokens,
+                "kv_tokens_attended": self.kv_tokens_attended,
                 "num_kv_blocks": self.num_kv_blocks,
                 "free_kv_blocks": bm.num_free_blocks,
                 "unfinished": len(self.live)}
