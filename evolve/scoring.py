@@ -4,6 +4,12 @@ The first workload runs every configured stage; later workloads only the benchma
 (the slot-level and correctness stages do not depend on the workload). The aggregate
 metrics are geometric means over workloads (so the ratio of two runtimes' aggregate tok/s
 is the geometric mean of their per-workload ratios), except memory, which takes the max.
+
+Objectives a run config can select on (`selection.objectives`), all recorded for every
+child whichever is selected on: `tok_s` (wall clock), `ratio` (wall-clock tok/s over the
+seed's, interleaved in one worker process; noisy on a shared CPU) and `modeled_ratio`
+(modeled tok/s of fitness/costmodel.py over the seed's, from engine work counters:
+deterministic, so the right objective for scheduler and cache-policy searches on a CPU).
 """
 
 from __future__ import annotations

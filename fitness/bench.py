@@ -22,6 +22,11 @@ from typing import Any
 
 import torch
 
+# Imported now, not lazily by the first model build: importing it rewraps torch.manual_seed
+# and torch.compiler's cache properties, which the worker's integrity snapshot (taken after
+# this module is preimported) would otherwise blame on the candidate.
+import torch._dynamo
+
 from fitness.costmodel import COUNTERS, modeled
 from fitness.floor import measure_bandwidth, physical_floor
 from fitness.workloads import Request, Workload

@@ -3,7 +3,11 @@
 Both engines are built once and warmed up; then rounds alternate their order (C B, B C, ...)
 so drift (thermal, other load) hits both alike. Each run is timed with the clock captured
 by the worker before any candidate code was imported (device synchronized), and
-cross-checked against the bench module's own timing. The candidate must really be loaded
+cross-checked against the bench module's own timing. Before the timed rounds, each
+freshly built engine runs the workload once cold (its warm-up): that run's engine counters
+give the deterministic `modeled_tok_s` of fitness/costmodel.py (`modeled_ratio` = the
+candidate's over the baseline's; `work_*` = the counters behind it), recorded next to the
+interleaved wall-clock `ratio`. The candidate must really be loaded
 (code hashes), and a tok/s above the workload's physical floor is rejected as a measurement
 error. `quick_bench` runs a prefix of the workload once and rejects a clearly slower one.
 """
@@ -44,6 +48,33 @@ class _Rejected(Exception):
     pass
 
 
+def _cold(llm: Any, wl: Any) -> dict[str, Any]:
+    """The workload once on a fresh engine: its work counters and modeled time."""
+    from fitness.bench import run_workload
+
+    res = run_workload(llm, wl, warmup=False)
+    if "modeled_tok_s" not in res:
+        raise RuntimeError("the engine reports no kv_tokens_attended counter: the bench's "
+                           "cost model cannot price the run")
+    return res
+
+
+def _modeled_metrics(cand: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Modeled tok/s of both cold runs, their ratio, and the candidate's work counters."""
+    from fitness.costmodel import WORK_COUNTERS
+
+    out: dict[str, Any] = {"modeled_tok_s": cand["modeled_tok_s"],
+                           "modeled_time_s": cand["modeled_time_s"],
+                           "modeled_tok_s_baseline": base["modeled_tok_s"],
+                           "modeled_ratio": cand["modeled_tok_s"] / base["modeled_tok_s"]}
+    for who, res in (("", cand), ("_baseline", base)):
+        for k in WORK_COUNTERS:
+            v = res["steps"] if k == "steps" else res.get(f"stats_{k}")
+            if v is not None:
+                out[f"work_{k}{who}"] = v
+    return out
+
+
 def _shrink(wl: Any, quick: bool, opts: dict[str, Any]) -> Any:
     """The workload, cut to `[quick_]bench_requests` requests and `bench_max_tokens` outputs."""
     n = opts.get("quick_bench_requests" if quick else "bench_requests")
@@ -82,10 +113,8 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     if why:
         return StageResult(stage, "rejected", {}, why, {"loaded": cand.loaded_slots})
     base = build_llm(wl, model=model, runtime=baseline, device=device)
-    warm = dataclasses.replace(wl, requests=wl.requests[:2], name="warmup")
-    for llm in (cand, base):
-        from fitness.bench import run_workload
-        run_workload(llm, warm, warmup=False)
+    # The first (cold) run of each fresh engine is the modeled one and the warm-up.
+    cold = {who: _cold(llm, wl) for who, llm in (("cand", cand), ("base", base))}
     runs: dict[str, list[dict[str, Any]]] = {"cand": [], "base": []}
     try:
         for r in range(repeats):
@@ -107,6 +136,7 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     for k, v in last.items():
         if k.startswith(("ttft", "tpot", "peak_mem")) and isinstance(v, (int, float)):
             metrics[k] = v
+    metrics.update(_modeled_metrics(cold["cand"], cold["base"]))
     bandwidth = opts.get("bandwidth") or measure_bandwidth(device)
     floor = physical_floor(cand.model_config, wl, bandwidth,
                            dtype_bytes=2 if device == "cuda" else 4)
