@@ -9,6 +9,7 @@ keyed `full` evaluation row in `pending` state for the evaluator pool.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,15 +55,17 @@ class ChildrenMixin:
         second = sel.tournament(others or everyone, self.objectives, cfg.selection.method,
                                 cfg.selection.tournament_size, rng)
         insp = self._inspirations(island, parent, slot)
+        held: list[float] = []  # this proposal's dollar reservations
         ctx = MutationContext(
             slot=slot, contract=SLOTS[slot].contract.__doc__ or "",
             parent=self._candidate(parent, slot), second_parent=self._candidate(second, slot),
             inspirations=tuple(self._candidate(m, slot) for m in insp),
             recent_failures=tuple(self.book.failures[island]),
-            rng=random.Random(rng.getrandbits(64)), budget_ok=self.budget_ok)
+            rng=random.Random(rng.getrandbits(64)),
+            budget_ok=functools.partial(self.reserve_usd, held=held))
         self.st.proposals += 1
         fut = pool.submit(_propose, self.operators[op_name], ctx, op_name)
-        return fut, (island, op_name, slot, parent, second, insp)
+        return fut, (island, op_name, slot, parent, second, insp, held)
 
     def _inspirations(self, island: int, parent: sel.Member, slot: str) -> list[sel.Member]:
         """The island's best, then the best of other islands with different code for `slot`."""
@@ -106,12 +109,11 @@ class ChildrenMixin:
         return self._prog_ids[ref]
 
     def _on_proposal(self, result: Proposal | Rejected, info: tuple) -> tuple[int, int] | None:
-        island, op_name, slot, parent, second, insp = info
+        island, op_name, slot, parent, second, insp, held = info
         calls = [self.store.add_llm_call(self.run_id, c.model, c.prompt, c.response, c.tokens_in,
                                          c.tokens_out, c.cost_usd, c.latency_s, c.error).id
                  for c in result.llm_calls]
-        with self._lock:
-            self._usd += sum(c.cost_usd for c in result.llm_calls)
+        self.settle_usd(held, sum(c.cost_usd for c in result.llm_calls))
         parent_prog = self._program_id(slot, self._ref(parent, slot))
         arts = {"operator": op_name, "slot": slot, "parent_runtime": parent.runtime_id,
                 "llm_calls": calls, "recorded_on": "the parent's program"}

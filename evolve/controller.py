@@ -69,7 +69,9 @@ class Controller(ChildrenMixin):
         self.reason: str | None = None
         self._interrupts = 0
         self._lock = threading.Lock()
-        self._usd = 0.0
+        self._usd = 0.0  # dollars of LLM calls recorded in the database
+        self._reserved = 0.0  # estimates of calls allowed but not yet recorded (in flight)
+        self._usd_refused = False  # a call was refused: the dollar budget is used up
         self._code_cache: dict[str, str] = {}
         self._prog_ids: dict[str, int] = {}
         self._parent_code: dict[int, dict[str, str]] = {}  # child -> {slot: parent's code}
@@ -191,7 +193,8 @@ class Controller(ChildrenMixin):
                   ("max_gpu_seconds", st.gpu_seconds, b.max_gpu_seconds),
                   ("max_wall_seconds", wall, b.max_wall_seconds)]
         for name, used, limit in checks:
-            if limit is not None and used >= limit:
+            if limit is not None and (used >= limit or name == "max_llm_usd"
+                                      and self._usd_refused):
                 return self._stop(name, {"budget": name, "used": used, "limit": limit},
                                   "budget_stop")
         if st.proposals >= self.cfg.max_proposals() and in_flight == 0:
@@ -204,11 +207,31 @@ class Controller(ChildrenMixin):
                 and self.st.done + in_flight < self.cfg.budget.max_evaluations
                 and self.st.proposals < self.cfg.max_proposals())
 
-    def budget_ok(self, est_cost: float) -> bool:
-        """Whether an LLM call of `est_cost` dollars fits the dollar budget (any thread)."""
+    def reserve_usd(self, est_cost: float, held: list[float]) -> bool:
+        """Whether an LLM call of `est_cost` dollars fits the dollar budget (any thread).
+
+        A yes reserves the estimate (appended to `held`) until the proposal lands and its
+        recorded cost replaces it, so concurrent proposals and repair rounds, which all ask
+        before their earlier calls are recorded, cannot together exceed the budget.
+        """
         limit = self.cfg.budget.max_llm_usd
+        if limit is None:
+            return True
         with self._lock:
-            return limit is None or self._usd + est_cost <= limit
+            if self._usd + self._reserved + est_cost > limit + 1e-12:
+                # Refused even with nothing in flight: the budget is used up, stop the run.
+                # (Refused only because of calls in flight: those may cost less; go on.)
+                self._usd_refused |= self._usd + est_cost > limit + 1e-12
+                return False
+            self._reserved += est_cost
+            held.append(est_cost)
+            return True
+
+    def settle_usd(self, held: list[float], spent: float) -> None:
+        """A proposal landed: its reservations give way to what its calls cost."""
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - sum(held))
+            self._usd += spent
 
     def _install_sigint(self) -> Any:
         if threading.current_thread() is not threading.main_thread():

@@ -137,34 +137,45 @@ def test_nsga2_two_objectives_run(tmp_path):
     assert out.evaluations == 8 and summary["by_status"].get("passed", 0) >= 2
 
 
-def test_llm_calls_recorded_and_dollar_budget_stops(tmp_path):
+def test_llm_calls_recorded_and_dollar_budget_never_exceeded(tmp_path):
+    import time
+
     from evolve.operators.base import LLMCallRecord, Proposal, Rejected
     from evolve.population import llm_usage
 
     class PricedOperator(FakeOperator):
-        """Pretends each proposal cost one LLM call of 1 cent (checked against the budget)."""
+        """A first call and a repair call of 1 cent each, each asked of the budget first;
+        slow enough that concurrent proposals overlap, as LLM calls do."""
 
         def propose(self, ctx):
-            if not ctx.budget_ok(0.01):
-                return Rejected("llm-diff", ctx.slot, "dollar budget exhausted")
-            call = LLMCallRecord("m", "prompt: " + ctx.contract[:40], "reply", 120, 40, 0.01, 0.2)
+            calls = []
+            for i in range(2):
+                if not ctx.budget_ok(0.01):
+                    return Rejected("llm-diff", ctx.slot, "dollar budget exhausted", tuple(calls))
+                time.sleep(0.02)
+                calls.append(LLMCallRecord("m", f"prompt {i}: " + ctx.contract[:40], "reply",
+                                           120, 40, 0.01, 0.02))
             code = ctx.parent.code + f"\n# llm {ctx.rng.getrandbits(40)}\n"
-            return Proposal("llm-diff", ctx.slot, code=code, llm_calls=(call,))
+            return Proposal("llm-diff", ctx.slot, code=code, llm_calls=tuple(calls))
 
-    cfg = _cfg(budget={"max_evaluations": 100, "max_llm_usd": 0.05})
+    limit = 0.01 * random.randint(3, 9)
+    cfg = _cfg(budget={"max_evaluations": 100, "max_llm_usd": limit},
+               concurrency={"max_proposals": 3, "max_evaluations": 2})
     db = f"sqlite:///{tmp_path}/sds.db"
     out, summary = launch(cfg, name="llm", db=db, harness=FakeHarness(),
                           operators={"fake": PricedOperator()}, runs_csv=None, progress=False)
     store = Store.open(db)
     usage = llm_usage(store, out.run_id)
     assert out.reason == "max_llm_usd" and out.evaluations < 100
-    assert 0.05 <= usage["usd"] <= 0.05 + 0.01 * cfg.concurrency.max_proposals + 1e-9
+    # every call was asked for before it was made: the limit holds with proposals in flight
+    assert limit - 0.01 - 1e-9 <= usage["usd"] <= limit + 1e-9, (usage, limit)
     assert usage["calls"] == round(usage["usd"] / 0.01) and usage["tokens_in"] == 120 * usage["calls"]
     assert summary["llm_usd"] == usage["usd"]
     progs = [store.get_program(c["program"]) for r in run_runtimes(store, out.run_id)
              for c in r.spec["slots"].values() if c["program"].startswith("sha256:")]
     assert progs and all(p.llm_call_id is not None for p in progs)
     assert store.get_llm_call(progs[0].llm_call_id).run_id == out.run_id
+    assert store.events(out.run_id, "budget_stop")[0].data["budget"] == "max_llm_usd"
 
 
 def test_top_k_tuned_at_the_end(tmp_path, monkeypatch):
