@@ -271,7 +271,9 @@ class Controller(ChildrenMixin):
             self.book.failures[m.island].append(res.error or res.status)
             if runtime_id == self.st.seed_runtime_id:
                 self._stop("seed_failed", {"error": res.error}, "seed_failed")
-            return
+                return
+        # Failures count too: a run whose children all fail is stagnating, and migration
+        # keeps its interval whatever the evaluation that lands on it.
         self.book.after_result()
 
     def stats(self) -> dict[str, Any]:

@@ -101,6 +101,19 @@ def test_stagnation_stop_is_an_event(tmp_path):
     assert store.events(out.run_id, "stop")[0].data["reason"] == "stagnation"
 
 
+def test_stagnation_counts_failed_children(tmp_path):
+    """Every child failing is no improvement: the rule must fire, not wait for a pass."""
+    window = random.randint(3, 6)
+    cfg = _cfg(stagnation={"window": window, "min_improvement": 0.01, "action": "stop"},
+               budget={"max_evaluations": 40})
+    out, _summary, store = _go(tmp_path, cfg, harness=FakeHarness(fail_rate=1.0))
+    assert out.reason == "stagnation", out
+    # the seed passed, then `window` children failed (plus those already in flight)
+    ev = store.events(out.run_id, "stagnation")
+    assert len(ev) == 1 and ev[0].data["evaluations_done"] == 1 + window
+    assert out.evaluations <= 1 + window + cfg.concurrency.max_evaluations
+
+
 def test_stagnation_reseeds_weakest_island(tmp_path):
     cfg = _cfg(stagnation={"window": 3, "min_improvement": 0.5, "action": "reseed"},
                budget={"max_evaluations": 16})
