@@ -153,11 +153,31 @@ class ChildrenMixin:
         rt = self.store.add_runtime(self.run_id, spec_d, island=island, generation=gen,
                                     operator=result.operator, parents=edges)
         self.st.members[rt.id] = sel.Member(rt.id, island, rt.spec, gen, result.operator)
+        self.st.edges[rt.id] = tuple(edges)
         self.st.seen_specs.add(spec_key(spec_d))
         if code_key:
             self.st.seen_codes.add(code_key)
-            self._parent_code[rt.id] = {slot: self._code_cache[self._ref(parent, slot)]}
+        self.note_parent_code(rt.id)
         return rt.id, self.store.enqueue_evaluation(self.run_id, rt.id, FULL)
+
+    def note_parent_code(self, runtime_id: int) -> None:
+        """Remember, for the harness's EVOLVE-BLOCK check, the parent's code of each target
+        slot whose program a code mutation changed (none for crossovers: their programs
+        were each checked when made). From the state, so a re-queued child gets it too."""
+        edges = self.st.edges.get(runtime_id, ())
+        pid = next((p for p, role in edges if role == "parent"), None)
+        if pid not in self.st.members or any(r == "second_parent" for _, r in edges):
+            return
+        child, parent = self.st.members[runtime_id], self.st.members[pid]
+        out = {}
+        for slot in self.cfg.target.slots:
+            ref, pref = self._ref(child, slot), self._ref(parent, slot)
+            if ref != pref and ref.startswith("sha256:") and pref:
+                if pref not in self._code_cache:
+                    self._code_cache[pref] = slot_code(self.store, slot, pref)
+                out[slot] = self._code_cache[pref]
+        if out:
+            self._parent_code[runtime_id] = out
 
     def _record_proposal(self, status: str, program_id: int | None, reason: str,
                          arts: dict[str, Any]) -> None:

@@ -102,6 +102,8 @@ class Controller(ChildrenMixin):
             self._add_seed()
         for rid in self.st.unqueued:
             self.st.to_evaluate.append((rid, self.store.enqueue_evaluation(run.id, rid, FULL)))
+        for rid, _ in self.st.to_evaluate:
+            self.note_parent_code(rid)
         self.store.add_event(run.id, "start" if created else "resume",
                              {"evaluations_done": self.st.done, "config_file": cfg.source,
                               "requeued": [r for r, _ in self.st.to_evaluate]})

@@ -101,6 +101,7 @@ class RunState:
     proposals: int = 0
     seen_codes: set[tuple[str, str]] = field(default_factory=set)
     seen_specs: set[str] = field(default_factory=set)
+    edges: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # parents
     history: list[tuple[int, int]] = field(default_factory=list)  # (runtime id, eval id) done
     seed_runtime_id: int | None = None
     device_seconds: float = 0.0
@@ -145,6 +146,7 @@ def load_state(store: Any, run_id: int, target_slots: list[str]) -> RunState:
         m = Member(rt.id, rt.island, rt.spec, rt.generation, rt.operator,
                    score_from=parent if rt.operator in COPY_OPERATORS else None)
         st.members[rt.id] = m
+        st.edges[rt.id] = tuple(rt.parents)
         if rt.operator == "seed" and st.seed_runtime_id is None:
             st.seed_runtime_id = rt.id
         if rt.operator in COPY_OPERATORS:

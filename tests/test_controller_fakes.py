@@ -54,12 +54,14 @@ class FakeHarness:
     def __init__(self, delay_s: float = 0.01, fail_rate: float = 0.25, flat: bool = False):
         self.delay_s, self.fail_rate, self.flat = delay_s, fail_rate, flat
         self.calls: list[tuple[int | None, str]] = []
+        self.parents: dict[int | None, dict[str, str] | None] = {}  # runtime -> parents kwarg
 
     def evaluate(self, spec: dict[str, Any], stages: tuple[str, ...] = (), workload: str = "",
                  baseline: dict[str, Any] | None = None, runtime_id: int | None = None,
                  run_id: int | None = None, model: str = "tiny", **kw: Any) -> FakeReport:
         time.sleep(self.delay_s)
         self.calls.append((runtime_id, workload))
+        self.parents[runtime_id] = kw.get("parents")
         r = spec_score(spec)
         is_seed = baseline is None or spec == baseline
         if not is_seed and r < self.fail_rate:

@@ -61,15 +61,22 @@ def _cfg(seed: int):
         "crash.yaml")
 
 
-def _session(store: Store, cfg, kill_at: int | None) -> KillingStore:
+def _session(store: Store, cfg, kill_at: int | None,
+             harness: FakeHarness | None = None) -> KillingStore:
     ks = KillingStore(store, kill_at)
-    ctl = Controller(cfg, ks, FakeHarness(delay_s=0.0, fail_rate=0.3), name="crash",
-                     operators={"fake": FakeOperator()})
+    harness = harness or FakeHarness(delay_s=0.0, fail_rate=0.3)
+    ctl = Controller(cfg, ks, harness, name="crash", operators={"fake": FakeOperator()})
     try:
         ctl.run()
     except Killed:
         pass
     return ks
+
+
+def _code(store: Store, ref: str, slot: str) -> str:
+    from evolve.population import slot_code
+
+    return slot_code(store, slot, ref)
 
 
 def _kill_points(writes: list[str], rng: random.Random) -> list[int]:
@@ -89,10 +96,11 @@ def test_crash_between_any_two_writes_then_resume(tmp_path):
     assert len(points) >= 8, reference  # the pipeline's pairs are all there
     for k in points:
         store = Store.open(f"sqlite:///{tmp_path}/k{k}.db")
-        _session(store, cfg, k)
+        harness = FakeHarness(delay_s=0.0, fail_rate=0.3)
+        _session(store, cfg, k, harness)
         second = rng.randrange(1, 12)  # the resumed session may die too, early on
-        _session(store, cfg, second)
-        _session(store, cfg, None)
+        _session(store, cfg, second, harness)
+        _session(store, cfg, None, harness)
         run = store.get_run("crash")
         full = run_evaluations(store, run.id, FULL)
         final = [r.runtime_id for r in full if r.status not in ("pending", "running")]
@@ -113,6 +121,16 @@ def test_crash_between_any_two_writes_then_resume(tmp_path):
                     if r.status == "duplicate"]
         assert all(r.error for r in dup_rows) and codes, where
         assert run.status == "finished", where
+        # a re-queued child is checked against its parent's code like any other
+        rts = {r.id: r for r in run_runtimes(store, run.id)}
+        for rid in final:
+            if rts[rid].operator == "seed":
+                continue
+            parent = rts[next(p for p, role in rts[rid].parents if role == "parent")]
+            changed = {s: c["program"] for s, c in rts[rid].spec["slots"].items()
+                       if c != parent.spec["slots"].get(s)}
+            want = {s: _code(store, parent.spec["slots"][s]["program"], s) for s in changed}
+            assert harness.parents.get(rid) == want, f"runtime {rid}: {where}"
         store.close()
 
 
