@@ -19,6 +19,7 @@ from typing import Any
 from evolve import selection as sel
 from evolve.config import ConfigError, RunConfig
 from evolve.operators.base import Candidate, MutationContext, Proposal, Rejected
+from evolve.operators.edits import EditError, check_child
 from evolve.population import FULL, PROPOSE, slot_code, slot_hashes, spec_key
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
 
@@ -121,6 +122,15 @@ class ChildrenMixin:
             self._record_proposal("rejected", parent_prog, result.reason, arts)
             self.book.failures[island].append(f"proposal ({op_name}) rejected: {result.reason}")
             return None
+        if result.code is not None:
+            # Every operator checks its child, but the run does not rely on it: frozen code
+            # outside the EVOLVE-BLOCKs, a syntax error or no change never gets stored.
+            try:
+                check_child(self._code_cache[self._ref(parent, slot)], result.code)
+            except EditError as e:
+                self._record_proposal("rejected", parent_prog, f"{op_name}: {e}", arts)
+                self.book.failures[island].append(f"proposal ({op_name}) rejected: {e}")
+                return None
         try:
             spec = RuntimeSpec.from_dict(result.spec or parent.spec)
             prog, code_key = None, None

@@ -2,8 +2,8 @@
 
 The fake harness scores a runtime deterministically from its spec fingerprint (so a resumed
 run sees the same numbers), fails a fraction of children at a named stage, and takes a
-little time, like the real one; the fake operator appends a random comment to the parent's
-code (a new code hash), sometimes returns the parent's code (a duplicate) or a rejection.
+little time, like the real one; the fake operator adds a random comment inside the parent's
+EVOLVE-BLOCK (a new code hash), sometimes code the run has (a duplicate), or rejects.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class FakeHarness:
 
 
 class FakeOperator:
-    """Appends a random comment (new code), or repeats the parent (duplicate), or rejects."""
+    """A comment in the EVOLVE-BLOCK (new code), the parent again (duplicate), or a rejection."""
 
     name = "fake"
 
@@ -83,7 +83,20 @@ class FakeOperator:
         r = ctx.rng.random()
         if r < 0.1:
             return Rejected("fake", ctx.slot, "no SEARCH/REPLACE blocks in the reply")
-        if r < 0.2:
-            return Proposal("fake", ctx.slot, code=ctx.parent.code)
+        if r < 0.3:  # code the run already has: an inspiration's, else a fixed child
+            known = [c.code for c in ctx.inspirations if c.code != ctx.parent.code]
+            return Proposal("fake", ctx.slot, code=known[0] if known else
+                            inside_block(ctx.parent.code, "# variant 0"))
         return Proposal("fake", ctx.slot,
-                        code=ctx.parent.code + f"\n# variant {ctx.rng.getrandbits(40)}\n")
+                        code=inside_block(ctx.parent.code, f"# variant {ctx.rng.getrandbits(40)}"))
+
+
+def inside_block(code: str, line: str) -> str:
+    """`code` with `line` added just inside its first EVOLVE-BLOCK (the only place an edit
+    may go), or at the end of a module without blocks."""
+    lines = code.splitlines(keepends=True)
+    for i, row in enumerate(lines):
+        if row.strip().startswith("# EVOLVE-BLOCK-START"):
+            indent = row[: len(row) - len(row.lstrip())]
+            return "".join(lines[: i + 1] + [f"{indent}{line}\n"] + lines[i + 1:])
+    return code + f"\n{line}\n"

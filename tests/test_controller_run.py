@@ -11,11 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_controller_fakes import FakeHarness, FakeOperator
+from test_controller_fakes import FakeHarness, FakeOperator, inside_block
 
 from evolve.config import config_from_dict
 from evolve.launch import launch
-from evolve.population import FULL, PROPOSE, run_evaluations, run_runtimes
+from evolve.population import FULL, PROPOSE, run_evaluations, run_runtimes, slot_hashes
 from population_db import Store
 
 
@@ -75,6 +75,13 @@ def test_small_run_records_everything(tmp_path):
     # rejected and duplicate proposals are recorded with their reasons, never evaluated
     props = run_evaluations(store, out.run_id, PROPOSE)
     assert all(p.error for p in props) and {p.status for p in props} <= {"rejected", "duplicate"}
+    dups = [p for p in props if p.status == "duplicate"]
+    assert dups, "the fake operator repeats children: some must be recorded as duplicates"
+    evaluated_code = set().union(*(slot_hashes(store, runtimes[i].spec, cfg.target.slots, {})
+                                   for i in evaluated))
+    for p in dups:  # a duplicate's code was evaluated once, under another runtime
+        prog = store.get_program(p.program_id)
+        assert (prog.slot, prog.code_hash) in evaluated_code
     kinds = [e.kind for e in store.events(out.run_id)]
     assert kinds.count("budget_stop") == 1 and "start" in kinds and "migration" in kinds
     assert store.get_run(out.run_id).status == "finished"
@@ -168,7 +175,7 @@ def test_llm_calls_recorded_and_dollar_budget_never_exceeded(tmp_path):
                 time.sleep(0.02)
                 calls.append(LLMCallRecord("m", f"prompt {i}: " + ctx.contract[:40], "reply",
                                            120, 40, 0.01, 0.02))
-            code = ctx.parent.code + f"\n# llm {ctx.rng.getrandbits(40)}\n"
+            code = inside_block(ctx.parent.code, f"# llm {ctx.rng.getrandbits(40)}")
             return Proposal("llm-diff", ctx.slot, code=code, llm_calls=tuple(calls))
 
     limit = 0.01 * random.randint(3, 9)
@@ -189,6 +196,33 @@ def test_llm_calls_recorded_and_dollar_budget_never_exceeded(tmp_path):
     assert progs and all(p.llm_call_id is not None for p in progs)
     assert store.get_llm_call(progs[0].llm_call_id).run_id == out.run_id
     assert store.events(out.run_id, "budget_stop")[0].data["budget"] == "max_llm_usd"
+
+
+def test_edits_outside_evolve_blocks_rejected_whatever_the_operator(tmp_path):
+    """The controller checks every code proposal itself: an operator that skips the check
+    (a plugin, a bug) cannot put frozen-code edits into the run."""
+
+    class Rogue(FakeOperator):
+        def propose(self, ctx):
+            tag = f"sds_rogue_{ctx.rng.getrandbits(40)}"
+            if ctx.rng.random() < 0.5:
+                return Proposal("rogue", ctx.slot, code=f"{tag} = 1\n" + ctx.parent.code)
+            return Proposal("rogue", ctx.slot, code=inside_block(ctx.parent.code, f"# {tag}"))
+
+    from evolve.operators.base import Proposal
+
+    cfg = _cfg(budget={"max_evaluations": 6})
+    db = f"sqlite:///{tmp_path}/sds.db"
+    out, _ = launch(cfg, name="rogue", db=db, harness=FakeHarness(fail_rate=0.0),
+                    operators={"fake": Rogue()}, runs_csv=None, progress=False)
+    store = Store.open(db)
+    assert out.evaluations == 6
+    rejected = [p for p in run_evaluations(store, out.run_id, PROPOSE) if p.status == "rejected"]
+    assert rejected and all("outside the EVOLVE-BLOCKs" in p.error for p in rejected)
+    for rt in run_runtimes(store, out.run_id):
+        for c in rt.spec["slots"].values():
+            if c["program"].startswith("sha256:"):
+                assert not store.get_program(c["program"]).code.startswith("sds_rogue_")
 
 
 def test_top_k_tuned_at_the_end(tmp_path, monkeypatch):
