@@ -108,6 +108,10 @@ class Controller(ChildrenMixin):
                              {"evaluations_done": self.st.done, "config_file": cfg.source,
                               "requeued": [r for r, _ in self.st.to_evaluate]})
         queue = deque(self.st.to_evaluate)
+        seed = self.st.members[self.st.seed_runtime_id]
+        if self.st.seed_runtime_id in self.st.full_rows and not seed.passed:
+            row = self.st.full_rows[self.st.seed_runtime_id]  # nothing can be bred from it
+            self._stop("seed_failed", {"error": row.error}, "seed_failed")
         self._progress()
         old = self._install_sigint()
         try:
@@ -152,7 +156,9 @@ class Controller(ChildrenMixin):
             if self.reason is None:
                 self._check_budgets(len(evals) + len(queue) + len(props))
             if self.reason is None:
-                while queue and len(evals) < cc.max_evaluations:
+                # A resumed run's queue may hold more than a lowered budget has left.
+                while (queue and len(evals) < cc.max_evaluations
+                       and self.st.done + len(evals) < self.cfg.budget.max_evaluations):
                     rid, eid = queue.popleft()
                     evals[ep.submit(self._evaluate, rid)] = (rid, eid)
                 # Children wait for an evaluator in a short line only, so each is bred from

@@ -148,6 +148,23 @@ def test_wall_budget_and_failed_seed(tmp_path):
     out, _summary, store = _go(tmp_path, _cfg(), name="broken", harness=BrokenSeed())
     assert out.status == "failed" and out.reason == "seed_failed" and out.evaluations == 1
     assert store.get_run("broken").status == "failed"
+    out, _summary, store = _go(tmp_path, _cfg(), name="broken", harness=BrokenSeed())
+    assert (out.status, out.reason, out.evaluations) == ("failed", "seed_failed", 1)
+
+
+def test_resume_never_evaluates_past_a_lowered_budget(tmp_path):
+    """Children left queued by a killed session are evaluated only while the budget lasts."""
+    out, _, store = _go(tmp_path, _cfg(budget={"max_evaluations": 3}), name="low")
+    rts = [r for r in run_runtimes(store, out.run_id) if r.operator == "fake"]
+    extra = random.randint(2, 4)
+    for i in range(extra):  # what a session killed with `extra` children in flight leaves
+        spec = {**rts[0].spec, "engine": {"max_num_seqs": 8 + i}}
+        rt = store.add_runtime(out.run_id, spec, island=0, generation=1, operator="fake",
+                               parents=[(rts[0].id, "parent")])
+        store.enqueue_evaluation(out.run_id, rt.id, FULL)
+    out, summary, store = _go(tmp_path, _cfg(budget={"max_evaluations": 4}), name="low")
+    assert out.evaluations == 4 and summary["evaluations"] == 4
+    assert summary["in_flight_or_queued"] == extra - 1  # left pending for a larger budget
 
 
 def test_nsga2_two_objectives_run(tmp_path):
