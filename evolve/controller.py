@@ -106,6 +106,7 @@ class Controller(ChildrenMixin):
             self.note_parent_code(rid)
         self.store.add_event(run.id, "start" if created else "resume",
                              {"evaluations_done": self.st.done, "config_file": cfg.source,
+                              "max_evaluations": cfg.budget.max_evaluations,
                               "requeued": [r for r, _ in self.st.to_evaluate]})
         queue = deque(self.st.to_evaluate)
         seed = self.st.members[self.st.seed_runtime_id]

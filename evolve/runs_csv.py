@@ -56,7 +56,11 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
     events = store.events(rec.id)
     start = next((e.data or {} for e in events if e.kind == "start"), {})
     ends = [e.data or {} for e in events if e.kind == "session_end"]
-    stops = [e for e in events if e.kind in ("budget_stop", "stop", "seed_failed")]
+    # The latest session's start: its budget is the one in force (a resume may change it),
+    # and only a stop after it is this session's (a run in progress has none yet).
+    last = max((i for i, e in enumerate(events) if e.kind in ("start", "resume")), default=-1)
+    session = events[last].data or {} if last >= 0 else {}
+    stops = [e for e in events[last + 1:] if e.kind in ("budget_stop", "stop", "seed_failed")]
     usage = llm_usage(store, rec.id)
     ev = cfg.get("evaluation") or {}
     return {
@@ -70,7 +74,8 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         "metric": metric,
         "evaluations": sum(v for k, v in by_status.items() if k not in ("pending", "running")),
         "in_flight_or_queued": by_status.get("pending", 0) + by_status.get("running", 0),
-        "budget": (cfg.get("budget") or {}).get("max_evaluations"),
+        "budget": session.get("max_evaluations",
+                              (cfg.get("budget") or {}).get("max_evaluations")),
         "by_status": by_status,
         "proposals_rejected": sum(1 for r in proposals if r.status == "rejected"),
         "duplicates": sum(1 for r in proposals if r.status == "duplicate"),
