@@ -198,3 +198,14 @@ def test_crlf_reply_and_run_config_llm_section_work():
         auth = {k.lower(): v for k, v in srv.requests[0]["headers"].items()}["authorization"]
     assert isinstance(result, Proposal) and "block.position" in result.code
     assert auth.startswith("Bearer ") and len(auth) > len("Bearer ")  # a non-empty key
+
+
+def test_repair_round_asks_the_budget_before_its_call():
+    asked: list[float] = []
+    c = ctx(budget_ok=lambda est: asked.append(est) or len(asked) < 2)  # one call allowed
+    bad = GOOD_DIFF.replace("block.freed_at +", "block.freed_time +", 1)
+    result, prompts = run("llm-diff", [Reply(bad), Reply(GOOD_DIFF)], repair_rounds=1,
+                          context=c)
+    assert isinstance(result, Rejected) and "budget" in result.reason
+    assert len(prompts) == 1 and len(result.llm_calls) == 1  # the repair call was never sent
+    assert len(asked) == 2 and asked[1] > asked[0] > 0  # the repair prompt is longer
