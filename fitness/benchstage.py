@@ -10,6 +10,11 @@ candidate's over the baseline's; `work_*` = the counters behind it), recorded ne
 interleaved wall-clock `ratio`. The candidate must really be loaded
 (code hashes), and a tok/s above the workload's physical floor is rejected as a measurement
 error. `quick_bench` runs a prefix of the workload once and rejects a clearly slower one.
+
+Option `cpu_threads` (CPU only) sets torch's intra-op threads for the stage. For the `tiny`
+preset one thread is both faster and far steadier: with torch's default of one thread per
+core, a run on a 2-core machine shared with another process took 1 s to 23 s (spinning
+OpenMP threads waiting for a descheduled peer); with one thread, 0.6 s every time.
 """
 
 from __future__ import annotations
@@ -90,6 +95,16 @@ def _shrink(wl: Any, quick: bool, opts: dict[str, Any]) -> Any:
     return dataclasses.replace(wl, requests=reqs, name=name)
 
 
+def _set_threads(value: Any) -> None:
+    """torch's intra-op thread count for this worker, from the `cpu_threads` option."""
+    import torch
+
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"evaluation option cpu_threads must be a positive integer, got "
+                         f"{value!r}")
+    torch.set_num_threads(value)
+
+
 def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     """Interleaved candidate/baseline measurement; see the module docstring."""
     from fitness.bench import build_llm
@@ -101,6 +116,8 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     stage = "quick_bench" if quick else "bench"
     device = "cuda" if str(ctx.device).startswith("cuda") else "cpu"
     opts = ctx.options
+    if device == "cpu" and opts.get("cpu_threads") is not None:
+        _set_threads(opts["cpu_threads"])
     wl = _shrink(get_workload(ctx.workload), quick, opts)
     repeats = int(opts.get("quick_bench_repeats" if quick else "bench_repeats",
                            2 if quick else 3))
