@@ -8,7 +8,10 @@ deterministic modeled ratio (fitness/costmodel.py) with the engine's work counte
 computed tokens, KV reads, preemptions, prefix hits) that explain it.
 
     .venv/bin/python scripts/compare_best_vs_seed.py --run quickstart \
-        --heldout nanovllm-bench-cpu --rounds 7 [--db URL] [--runtime ID] [--json]
+        --heldout nanovllm-bench-cpu --rounds 7 [--db URL] [--runtime ID] [--threads N] [--json]
+
+`--threads` (default 1) sets torch's intra-op threads: on a 2-core machine shared with other
+work, the default of one per core made identical runs take 1 s to 23 s; one thread is steady.
 """
 
 from __future__ import annotations
@@ -99,8 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", default="nanovllm-bench-cpu",
                    help="comma-separated workloads the run did not evolve on")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: "
+                                                           "torch's default)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.threads < 0:
+        p.error(f"--rounds must be >= 1 and --threads >= 0, got {args.rounds} and "
+                f"{args.threads}")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("SDS_PROGRAM_DIR", tempfile.mkdtemp(prefix="sds-compare-"))
     from population_db import Store
 
@@ -116,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         res["kind"] = "evolved on" if wl in own else "held out"
         results.append(res)
     out = {"run": args.run, "best_runtime": best_id, "seed_runtime": seed_id,
-           "results": results}
+           "threads": args.threads, "results": results}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(f"run {args.run}: best runtime r{best_id} vs seed runtime r{seed_id}, one process, "
-          f"CPU: modeled ratio (cold run, deterministic) | wall-clock ratio, median "
+          f"CPU, {args.threads or 'default'} thread(s): modeled ratio (cold run, deterministic) | wall-clock ratio, median "
           f"[min..max] of {args.rounds} interleaved rounds")
     for r in results:
         print(f"  {r['workload']:22s} ({r['kind']:10s}) modeled {r['modeled_ratio']:.4f} | "

@@ -23,7 +23,7 @@ def test_quickstart_scaled_down_end_to_end(tmp_path, monkeypatch):
     cfg = load_config(ROOT / "scripts" / "quickstart.yaml", overrides=[
         "budget.max_evaluations=3", "budget.max_wall_seconds=null", "islands.count=1",
         "evaluation.workloads=[kv-pressure-cpu]", "stagnation.window=null",
-        "evaluation.options={bench_requests: 6, bench_repeats: 1, bench_max_tokens: 8}"])
+        "evaluation.options={bench_requests: 6, bench_repeats: 1, bench_max_tokens: 8, cpu_threads: 1}"])
     db = f"sqlite:///{tmp_path}/sds.db"
     out, summary = launch(cfg, name="qs-small", db=db, runs_csv=tmp_path / "runs.csv",
                           progress=False)
