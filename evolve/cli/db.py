@@ -66,17 +66,40 @@ def runs_rows(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
-def leaderboard_rows(store: Store, run: str, metric: str, limit: int,
-                     higher: bool = True) -> list[dict[str, Any]]:
-    """A run's best runtimes, best first."""
+def run_objective(store: Store, run: str) -> tuple[str, bool]:
+    """The metric a run selected on (its config's first objective) and whether higher is
+    better; ("tok_s", True) for runs without one."""
+    try:
+        config = store.get_run(run).config or {}
+    except NotFound as e:
+        raise UsageError(str(e)) from None
+    objectives = (config.get("selection") or {}).get("objectives") or ["tok_s:max"]
+    metric, _, sense = str(objectives[0]).partition(":")
+    return metric, sense != "min"
+
+
+def leaderboard_rows(store: Store, run: str, metric: str | None, limit: int,
+                     higher: bool | None = None) -> list[dict[str, Any]]:
+    """A run's best runtimes, best first, by `metric` (default: the run's own objective)."""
+    if metric is None or higher is None:
+        own, own_higher = run_objective(store, run)
+        metric = metric or own
+        if higher is None:  # the objective's sense applies to its own metric only
+            higher = own_higher if metric == own else True
     try:
         board = store.leaderboard(run, metric=metric, limit=limit, higher_is_better=higher)
     except NotFound as e:
         raise UsageError(str(e)) from None
-    return [{"rank": b.rank, "runtime": f"r{b.runtime.id}", metric: b.score,
-             "island": b.runtime.island, "generation": b.runtime.generation,
-             "operator": b.runtime.operator, "evaluation": f"e{b.evaluation_id}",
-             "created_at": b.runtime.created_at} for b in board]
+    rows = []
+    for b in board:
+        row = {"rank": b.rank, "runtime": f"r{b.runtime.id}", metric: b.score}
+        if metric != "tok_s":  # wall-clock throughput alongside, always
+            row["tok_s"] = (b.metrics or {}).get("tok_s")
+        row.update({"island": b.runtime.island, "generation": b.runtime.generation,
+                    "operator": b.runtime.operator, "evaluation": f"e{b.evaluation_id}",
+                    "created_at": b.runtime.created_at})
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------- lineage
@@ -257,7 +280,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     rows = leaderboard_rows(open_store(args), args.run, args.metric, args.limit,
-                            not args.lower_is_better)
+                            False if args.lower_is_better else None)
     emit_json(rows) if args.json else print(table(rows))
     return 0
 
@@ -287,7 +310,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db(p), add_json(p)
     p = sub.add_parser("leaderboard", help="a run's best runtimes")
     p.add_argument("run", help="run name or id")
-    p.add_argument("--metric", default="tok_s", help="metric of the bench stage (tok_s)")
+    p.add_argument("--metric", default=None,
+                   help="metric to rank by (default: the run's selection objective, else tok_s)")
     p.add_argument("--limit", type=int, default=10, help="rows to show (10)")
     p.add_argument("--lower-is-better", action="store_true", help="rank ascending")
     p.set_defaults(func=cmd_leaderboard)
