@@ -9,26 +9,17 @@ EVOLVE-BLOCK (a new code hash), sometimes code the run has (a duplicate), or rej
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from evolve.operators.base import MutationContext, Proposal, Rejected
+from fitness.result import StageResult
 from runtime_modules.slots import RuntimeSpec
 
 
 @dataclass
-class FakeStage:
-    stage: str
-    status: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    artifacts: dict[str, Any] = field(default_factory=dict)
-    duration_s: float = 0.0
-
-
-@dataclass
 class FakeReport:
-    stages: list[FakeStage]
+    stages: list[StageResult]
     metrics: dict[str, Any]
     device: str = "cpu"
 
@@ -65,12 +56,12 @@ class FakeHarness:
         r = spec_score(spec)
         is_seed = baseline is None or spec == baseline
         if not is_seed and r < self.fail_rate:
-            return FakeReport([FakeStage("static", "passed"),
-                               FakeStage("contract", "failed", error="budget exceeded: 300 > 256",
+            return FakeReport([StageResult("static", "passed"),
+                               StageResult("contract", "failed", error="budget exceeded: 300 > 256",
                                          artifacts={"step": 3})], {})
         tok_s = 100.0 if (is_seed or self.flat) else 100.0 * (0.5 + r)
         m = {"tok_s": tok_s, "peak_mem": 1e6 * (2.0 - r)}
-        return FakeReport([FakeStage(s, "passed", duration_s=self.delay_s / 5) for s in stages],
+        return FakeReport([StageResult(s, "passed", duration_s=self.delay_s / 5) for s in stages],
                           m)
 
 
