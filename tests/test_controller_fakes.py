@@ -8,6 +8,7 @@ EVOLVE-BLOCK (a new code hash), sometimes code the run has (a duplicate), or rej
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -70,11 +71,16 @@ class FakeOperator:
 
     name = "fake"
 
+    def __init__(self) -> None:
+        # A fixed schedule, not a coin: every run sees rejections and repeats (a random one
+        # sometimes drew none in a short run, and tests that require them failed by chance).
+        self._calls = itertools.count()
+
     def propose(self, ctx: MutationContext) -> Proposal | Rejected:
-        r = ctx.rng.random()
-        if r < 0.1:
+        k = next(self._calls)
+        if k % 10 == 9:
             return Rejected("fake", ctx.slot, "no SEARCH/REPLACE blocks in the reply")
-        if r < 0.3:  # code the run already has: an inspiration's, else a fixed child
+        if k % 3 == 2:  # code the run already has: an inspiration's, else a fixed child
             known = [c.code for c in ctx.inspirations if c.code != ctx.parent.code]
             return Proposal("fake", ctx.slot, code=known[0] if known else
                             inside_block(ctx.parent.code, "# variant 0"))
