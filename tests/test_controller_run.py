@@ -224,7 +224,7 @@ def test_edits_outside_evolve_blocks_rejected_whatever_the_operator(tmp_path):
     class Rogue(FakeOperator):
         def propose(self, ctx):
             tag = f"sds_rogue_{ctx.rng.getrandbits(40)}"
-            if ctx.rng.random() < 0.5:
+            if next(self._calls) % 2 == 0:  # every other proposal edits frozen code
                 return Proposal("rogue", ctx.slot, code=f"{tag} = 1\n" + ctx.parent.code)
             return Proposal("rogue", ctx.slot, code=inside_block(ctx.parent.code, f"# {tag}"))
 
