@@ -143,7 +143,9 @@ def test_tuning_resumes_after_kill_without_repeating_finished_trials(tmp_path):
     proc.wait()
     before = finished_trials(optuna.load_study(study_name=name, storage=url))
     assert target <= len(before) < 8
-    time.sleep(2.5)  # past the grace period: the killed trial's heartbeat is stale
+    # Past the 2 s grace period even at SQLite's one-second CURRENT_TIMESTAMP resolution
+    # (a heartbeat at 10.0 and a check at 12.9 both truncate to a 2 s gap: not stale yet).
+    time.sleep(3.5)
     h = FakeHarness(32)
     res = tune_runtime(store, rid, trials=8, workload=WORKLOAD, harness=h, device="cpu",
                        progress=False, heartbeat_s=1)
