@@ -10,6 +10,11 @@ candidate's over the baseline's; `work_*` = the counters behind it), recorded ne
 interleaved wall-clock `ratio`. The candidate must really be loaded
 (code hashes), and a tok/s above the workload's physical floor is rejected as a measurement
 error. `quick_bench` runs a prefix of the workload once and rejects a clearly slower one.
+`bench` ends with a content check: the workload once more, greedy, on the candidate, and
+`bench_check_requests` of those outputs (the longest context and seeded others)
+teacher-forced through the fp32 transformers oracle, with correctness's near-tie rule;
+a disagreement fails the stage (its speed is still recorded in the metrics). The tie
+tolerance on GPU for outputs this long is not yet calibrated on a GPU.
 
 Option `cpu_threads` (CPU only) sets torch's intra-op threads for the stage. For the `tiny`
 preset one thread is both faster and far steadier: with torch's default of one thread per
@@ -95,6 +100,69 @@ def _shrink(wl: Any, quick: bool, opts: dict[str, Any]) -> Any:
     return dataclasses.replace(wl, requests=reqs, name=name)
 
 
+def _greedy_outputs(llm: Any, wl: Any, opts: dict[str, Any]) -> list[list[int]] | None:
+    """The whole workload once more, greedy, on the candidate (None when the check is off).
+
+    All requests run together, so the checked ones see the bench's batch sizes, context
+    lengths and (warm) prefix cache, not the correctness stage's short prompts.
+    """
+    from runtime_modules import SamplingParams
+
+    if int(opts.get("bench_check_requests", 4)) <= 0:
+        return None
+    cap = opts.get("bench_check_tokens")
+    params = [SamplingParams(temperature=0.0, ignore_eos=True,
+                             max_tokens=min(r.max_tokens, int(cap)) if cap else r.max_tokens)
+              for r in wl.requests]
+    outs = llm.generate([list(r.prompt_token_ids) for r in wl.requests], params)
+    return [list(o.token_ids) for o in outs]
+
+
+def _spot_check(ctx: Any, wl: Any, model: str, device: str, opts: dict[str, Any],
+                outs: list[list[int]] | None) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """Some of the candidate's greedy bench outputs teacher-forced through the fp32 oracle.
+
+    The requests checked are the one with the longest context and `bench_check_requests - 1`
+    others drawn with the evaluation's seed. This catches a module that is right on the
+    correctness stage's short prompts and wrong at the bench's shapes (a window that drops
+    old KV, a kernel that breaks past some block count or batch size).
+    """
+    import gc
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fitness.correctness import model_dir, oracle_check
+
+    if outs is None:
+        return None, {"output_check_requests": 0}, {}
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    reqs = wl.requests
+    cap = opts.get("bench_check_tokens")
+    lens = [min(r.max_tokens, int(cap)) if cap else r.max_tokens for r in reqs]
+    n = min(int(opts.get("bench_check_requests", 4)), len(reqs))
+    longest = max(range(len(reqs)), key=lambda i: len(reqs[i].prompt_token_ids) + lens[i])
+    rest = [i for i in range(len(reqs)) if i != longest]
+    pick = [longest] + sorted(random.Random(ctx.seed).sample(rest, n - 1))
+    tie_tol = float(opts.get("bench_tie_tol",
+                             opts.get("tie_tol", 0.1 if device == "cuda" else 0.0)))
+    oracle = AutoModelForCausalLM.from_pretrained(model_dir(model), dtype=torch.float32)
+    oracle = oracle.to(device).eval()
+    check, error, where = oracle_check(oracle, [list(reqs[i].prompt_token_ids) for i in pick],
+                                       [outs[i] for i in pick], [lens[i] for i in pick],
+                                       tie_tol, device)
+    metrics = {"output_check_requests": len(pick),
+               **{f"output_check_{k}": v for k, v in check.items()}}
+    if error:
+        i = pick[where.get("prompt_index", 0)]
+        return (f"greedy output on the bench workload disagrees with the oracle: request {i} "
+                f"of {wl.name}: {error.split(': ', 1)[-1]}"), metrics, {**where, "request": i}
+    return None, metrics, {}
+
+
 def _set_threads(value: Any) -> None:
     """torch's intra-op thread count for this worker, from the `cpu_threads` option."""
     import torch
@@ -163,6 +231,13 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
                            f"{max(c_tok):.1f} tok/s is above the physical floor's "
                            f"{floor['max_tok_s']:.1f} tok/s: a measurement error, not a speed-up",
                            {"floor": floor})
+    if not quick:
+        outs = _greedy_outputs(cand, wl, opts)
+        del cand, base  # free the engines' KV caches before the oracle is loaded
+        error, check, artifacts = _spot_check(ctx, wl, model, device, opts, outs)
+        metrics.update(check)
+        if error:
+            return StageResult(stage, "failed", metrics, error, artifacts)
     min_ratio = float(opts.get("quick_bench_min_ratio", 0.75))
     if quick and metrics["ratio"] < min_ratio:
         return StageResult(stage, "rejected", metrics,
