@@ -70,6 +70,25 @@ def aggregate(per_workload: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _reports(harness: Any, spec: dict[str, Any], stages: list[str], workloads: list[str],
+             baseline: dict[str, Any] | None, runtime_id: int | None, run_id: int | None,
+             model: str, extra: dict[str, Any]) -> list[Any]:
+    """One report per workload: all in one worker when the harness can, else one by one."""
+    common = {"baseline": baseline, "runtime_id": runtime_id, "run_id": run_id,
+              "model": model, **extra}
+    many = getattr(harness, "evaluate_workloads", None)
+    if many is not None:
+        return list(many(spec, tuple(stages), list(workloads), **common))
+    out = []
+    for i, wl in enumerate(workloads):
+        st = list(stages) if i == 0 else [s for s in stages if s in BENCH_STAGES]
+        report = harness.evaluate(spec, stages=tuple(st), workload=wl, **common)
+        out.append(report)
+        if report.status != "passed":
+            break
+    return out
+
+
 def score_runtime(harness: Any, spec: dict[str, Any], stages: list[str], workloads: list[str],
                   baseline: dict[str, Any] | None, runtime_id: int | None, run_id: int | None,
                   model: str, device: str | None = None,
@@ -82,19 +101,17 @@ def score_runtime(harness: Any, spec: dict[str, Any], stages: list[str], workloa
     per: dict[str, dict[str, Any]] = {}
     dev = device
     total = 0.0
-    for i, wl in enumerate(workloads):
-        st = list(stages) if i == 0 else [s for s in stages if s in BENCH_STAGES]
-        try:
-            extra = {"parents": parents} if parents else {}
-            report = harness.evaluate(spec, stages=tuple(st), workload=wl, baseline=baseline,
-                                      runtime_id=runtime_id, run_id=run_id, model=model,
-                                      **extra)
-        except Exception as e:  # a harness bug must not kill the run: record it as a crash
-            log.exception("harness raised on runtime %s", runtime_id)
-            return ChildResult("crashed", error=f"harness raised {type(e).__name__}: {e}",
-                               artifacts={"failed_stage": "harness", "workload": wl,
-                                          "traceback": _short(traceback.format_exc())},
-                               duration_s=time.monotonic() - t0, device=dev)
+    extra = {"parents": parents} if parents else {}
+    try:
+        reports = _reports(harness, spec, stages, workloads, baseline, runtime_id, run_id,
+                           model, extra)
+    except Exception as e:  # a harness bug must not kill the run: record it as a crash
+        log.exception("harness raised on runtime %s", runtime_id)
+        return ChildResult("crashed", error=f"harness raised {type(e).__name__}: {e}",
+                           artifacts={"failed_stage": "harness", "workload": workloads[0],
+                                      "traceback": _short(traceback.format_exc())},
+                           duration_s=time.monotonic() - t0, device=dev)
+    for wl, report in zip(workloads, reports):
         stage_results = list(getattr(report, "stages", []) or [])
         total += sum(float(getattr(s, "duration_s", 0.0) or 0.0) for s in stage_results)
         dev = getattr(report, "device", None) or dev
@@ -111,6 +128,11 @@ def score_runtime(harness: Any, spec: dict[str, Any], stages: list[str], workloa
                                device=dev)
         per[wl] = {k: v for k, v in dict(report.metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if len(per) != len(workloads):  # a harness that left a workload out without a failure
+        missing = [w for w in workloads if w not in per]
+        return ChildResult("crashed", error=f"the harness reported nothing for {missing}",
+                           artifacts={"failed_stage": "harness", "workload": missing[0]},
+                           duration_s=total or time.monotonic() - t0, device=dev)
     metrics = aggregate(per)
     metrics["workloads"] = per
     return ChildResult("passed", metrics=metrics, duration_s=total or time.monotonic() - t0,

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 import secrets
@@ -30,6 +31,8 @@ from fitness.sandbox import SandboxLimits, SandboxRun, run_worker
 from fitness.static import check_static
 
 log = logging.getLogger(__name__)
+
+BENCH_STAGES = ("quick_bench", "bench")  # the stages that depend on the workload
 
 DEFAULT_TIMEOUTS = {"static": 10.0, "contract": 120.0, "correctness": 300.0,
                     "quick_bench": 300.0, "bench": 1800.0}
@@ -118,10 +121,29 @@ class Harness:
         `slots` defaults to the spec's non-seed slots (all slots for an all-seed runtime);
         `parents` maps a slot to its parent's code, for the EVOLVE-BLOCK check.
         """
+        return self.evaluate_workloads(spec, stages, [workload], baseline, runtime_id, run_id,
+                                       model, slots, parents)[0]
+
+    def evaluate_workloads(self, spec: Any, stages: tuple[str, ...] | list[str],
+                           workloads: list[str], baseline: Any = None,
+                           runtime_id: int | None = None, run_id: int | None = None,
+                           model: str = "tiny", slots: list[str] | None = None,
+                           parents: dict[str, str] | None = None) -> list[EvalReport]:
+        """`stages` on the first workload, then the bench stages among them on each other one.
+
+        One worker runs them all (one process start and one set of imports instead of one
+        per workload). One report per workload, in order, up to the first that did not pass:
+        the workloads after it are left out, not reported as passed. Without bench stages
+        the other workloads' reports are empty (nothing depends on the workload).
+        """
+        workloads = list(workloads)
+        if not workloads:
+            raise ValueError("evaluate_workloads needs at least one workload")
         bad = [s for s in stages if s not in STAGES]
         if bad:
             raise ValueError(f"unknown stage(s) {bad}; stages are {STAGES}")
         wanted = [s for s in STAGES if s in stages]
+        benches = [s for s in wanted if s in BENCH_STAGES]
         d = self._resolve(spec)
         if slots is None:
             slots = [s for s, c in d["slots"].items() if not c["program"].startswith("seed:")]
@@ -130,8 +152,13 @@ class Harness:
         if unknown:
             raise ValueError(f"evaluate(slots=...): unknown slot(s) {unknown}")
         codes = {s: self._code(s, d["slots"][s]["program"]) for s in slots}
-        whash = self._workload_hash(workload) if {"quick_bench", "bench"} & set(wanted) else None
-        report = EvalReport(spec=d, workload=workload, workload_hash=whash, device=self.device)
+        reports = []
+        for i, wl in enumerate(workloads):
+            whash = self._workload_hash(wl) if (benches if i else set(BENCH_STAGES) & set(wanted)) \
+                else None
+            reports.append(EvalReport(spec=d, workload=wl, workload_hash=whash,
+                                      device=self.device))
+        report = reports[0]
         ctx = {"runtime_id": runtime_id, "run_id": run_id, "codes": codes, "spec": d}
         worker_stages: list[str] = []
         for stage in wanted:
@@ -145,15 +172,25 @@ class Harness:
             report.stages.append(res)
             if not res.ok:
                 break
-        if worker_stages and (not report.stages or report.stages[-1].ok):
-            job = {"stages": worker_stages, "spec": d, "slots": slots, "device": self.device,
-                   "model": model, "workload": workload, "seed": secrets.randbelow(2**31),
+        # the other workloads' bench stages, keyed `stage@workload` on the worker's channel
+        keys = [(s, 0) for s in worker_stages] + [
+            (s, i) for i in range(1, len(workloads)) for s in benches]
+        if keys and (not report.stages or report.stages[-1].ok):
+            names = [s if i == 0 else f"{s}@{workloads[i]}" for s, i in keys]
+            job = {"stages": names, "spec": d, "slots": slots, "device": self.device,
+                   "model": model, "workload": workloads[0], "seed": secrets.randbelow(2**31),
                    "baseline": self._resolve(baseline) if baseline is not None else None,
                    "options": {**self.options, "parents": parents or {}}}
-            report.stages.extend(self._run_worker(job, worker_stages))
-        for res in report.stages:
-            self._record(res, ctx, report)
-        return report
+            for res, (stage, i) in zip(self._run_worker(job, names), keys):
+                reports[i].stages.append(dataclasses.replace(res, stage=stage))
+        ran = []
+        for r in reports:
+            ran.append(r)
+            for res in r.stages:
+                self._record(res, ctx, r)
+            if r.status != "passed":
+                break
+        return ran
 
     def _static(self, slots: list[str], codes: dict[str, str],
                 parents: dict[str, str]) -> StageResult:
@@ -210,7 +247,8 @@ class Harness:
         env = {"SDS_PROGRAM_DIR": str(self.program_dir)}
         if not self.device.startswith("cuda"):
             env["TRITON_INTERPRET"] = "1"  # Triton kernels run under the interpreter on CPU
-        run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
+        timeouts = {**self.timeouts, **{k: self.timeouts[k.partition("@")[0]] for k in stages}}
+        run = run_worker(job, timeouts, startup_timeout_s=self.startup_timeout_s,
                          limits=self.limits, cpu_only=not self.device.startswith("cuda"),
                          env_extra=env)
         self.last_run = run

@@ -9,6 +9,7 @@ cannot keep it alive.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -132,7 +133,7 @@ def _preload(job: dict[str, Any]) -> None:
     """Import the harness, the engine and every seed program of the job before candidates run."""
     from fitness import integrity
 
-    integrity.preimport(list(job.get("stages") or []))
+    integrity.preimport([s.partition("@")[0] for s in job.get("stages") or []])
     try:
         from runtime_modules.slots import load_slot
         for spec in (job.get("spec"), job.get("baseline")):
@@ -152,16 +153,18 @@ def run_stages(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
     """
     from fitness.stages import WORKER_STAGES, WorkerContext
 
-    ctx = WorkerContext.from_job(job)
-    for stage in job["stages"]:
+    first = WorkerContext.from_job(job)
+    for stage in job["stages"]:  # `bench@W`: the bench stage on workload W instead of the job's
+        name, _, workload = stage.partition("@")
+        ctx = dataclasses.replace(first, workload=workload) if workload else first
         send({"type": "start", "stage": stage})
         t0 = perf_counter()
-        fn = WORKER_STAGES.get(stage)
+        fn = WORKER_STAGES.get(name)
         try:
             if fn is None:
-                raise ValueError(f"unknown stage {stage!r}; worker stages: {sorted(WORKER_STAGES)}")
+                raise ValueError(f"unknown stage {name!r}; worker stages: {sorted(WORKER_STAGES)}")
             res = fn(ctx)
-            msg = {"type": "result", **res.to_dict()}
+            msg = {"type": "result", **res.to_dict(), "stage": stage}
         except BaseException as e:  # noqa: BLE001 - SystemExit etc. from candidates too
             msg = _classify(stage, e)
         replaced = clocks_replaced()
