@@ -55,7 +55,7 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
     best_tok = (best.metrics or {}).get("tok_s") if best else None
     events = store.events(rec.id)
     start = next((e.data or {} for e in events if e.kind == "start"), {})
-    ends = [e.data or {} for e in events if e.kind == "session_end"]
+    ends = [e.data or {} for e in events if e.kind in ("session_end", "session_lost")]
     # The latest session's start: its budget is the one in force (a resume may change it),
     # and only a stop after it is this session's (a run in progress has none yet).
     last = max((i for i, e in enumerate(events) if e.kind in ("start", "resume")), default=-1)

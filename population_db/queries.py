@@ -5,6 +5,7 @@ A runtime's score is the `metric` of its latest passed `bench` evaluation (CONTR
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from population_db.base import IN_CHUNK, StoreBase
 from population_db.engine import NotFound
-from population_db.models import FINAL_STATUSES, Evaluation, LLMCall, Program, Runtime
+from population_db.models import FINAL_STATUSES, Evaluation, Event, LLMCall, Program, Runtime
 from population_db.records import EvaluationRecord, Ranked, RuntimeRecord
 
 SCORE_STAGE = "bench"
@@ -130,6 +131,28 @@ class QueryMixin(StoreBase):
             if run is not None:
                 q = q.where(Evaluation.run_id == self._run_row(s, run).id)
             return [EvaluationRecord.from_row(r) for r in s.scalars(q)]
+
+    def last_activity(self, run: int | str, after: dt.datetime,
+                      before: dt.datetime | None = None) -> dt.datetime | None:
+        """The latest time anything of `run` was written in [after, before): runtimes,
+        evaluations (created, heartbeat, finished), LLM calls, events; None if nothing.
+
+        How long a session that was killed (no `session_end`) ran, up to its last trace.
+        """
+        with self._read() as s:
+            rid = self._run_row(s, run).id
+            cols = [(Runtime, Runtime.created_at), (Evaluation, Evaluation.created_at),
+                    (Evaluation, Evaluation.heartbeat_at), (Evaluation, Evaluation.finished_at),
+                    (LLMCall, LLMCall.created_at), (Event, Event.created_at)]
+            times = []
+            for model, col in cols:
+                q = select(func.max(col)).where(model.run_id == rid, col >= after)
+                if before is not None:
+                    q = q.where(col < before)
+                t = s.scalar(q)
+                if t is not None:
+                    times.append(t)
+            return max(times, default=None)
 
     def get_evaluation(self, eval_id: int) -> EvaluationRecord:
         """An evaluation by id; NotFound otherwise."""
