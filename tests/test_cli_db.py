@@ -71,7 +71,7 @@ def test_lineage_tree_and_json(populated, capsys) -> None:
     assert lines[1].startswith(f"  parent: r{r2.id} [llm-diff]")
     assert lines[2].startswith(f"    parent: r{r1.id} [seed]")
     assert any(ln.startswith(f"  second_parent: r{r1.id}") for ln in lines)
-    assert f"score {populated['scores'][r3.id]:.4g}" in lines[0]
+    assert f"tok_s {populated['scores'][r3.id]:.4g}" in lines[0]  # no objective: tok_s
     code, out, _ = _run(capsys, "lineage", f"r{r3.id}", *db, "--json")
     nodes = json.loads(out)
     assert {(n["id"], n["depth"], n["role"]) for n in nodes} == {
@@ -134,3 +134,24 @@ def test_parse_id_forms() -> None:
         parse_id("e5")  # evaluations only where the verb allows them
     with pytest.raises(UsageError, match="bad id 'r'"):
         parse_id("r")
+
+
+def test_lineage_scores_by_the_runs_objective_with_tok_s_alongside(tmp_path, capsys) -> None:
+    url = f"sqlite:///{tmp_path}/obj.db"
+    st = Store.open(url)
+    run, _ = st.get_or_create_run("obj", {"selection": {"objectives": ["modeled_ratio:max"]}})
+    r1 = st.add_runtime(run.id, {"slots": {}})
+    r2 = st.add_runtime(run.id, {"slots": {}}, generation=1, operator="gp",
+                        parents=[(r1.id, "parent")])
+    rng = random.Random()
+    vals = {r.id: (rng.uniform(0.9, 1.1), rng.uniform(100, 900)) for r in (r1, r2)}
+    for rid, (ratio, tok) in vals.items():
+        st.add_evaluation(stage="bench", status="passed", runtime_id=rid, run_id=run.id,
+                          metrics={"modeled_ratio": ratio, "tok_s": tok})
+    st.close()
+    code, out, _ = _run(capsys, "lineage", f"r{r2.id}", "--db", url)
+    first = out.splitlines()[0]
+    assert code == 0
+    assert f"modeled_ratio {vals[r2.id][0]:.4g}  tok_s {vals[r2.id][1]:.4g}" in first
+    code, out, _ = _run(capsys, "lineage", f"r{r2.id}", "--db", url, "--metric", "tok_s")
+    assert "modeled_ratio" not in out and f"tok_s {vals[r1.id][1]:.4g}" in out.splitlines()[1]

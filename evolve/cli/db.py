@@ -104,8 +104,12 @@ def leaderboard_rows(store: Store, run: str, metric: str | None, limit: int,
 
 # ----------------------------------------------------------------------------- lineage
 
-def lineage_nodes(store: Store, ident: str) -> list[dict[str, Any]]:
-    """Every ancestor of a runtime or program, with depth, role, operator, status, metrics."""
+def lineage_nodes(store: Store, ident: str, metric: str | None = None) -> list[dict[str, Any]]:
+    """Every ancestor of a runtime or program, with depth, role, operator, status, metrics.
+
+    A runtime's `score` is `metric` (default: its run's selection objective) from its
+    latest passed bench row, with wall-clock `tok_s` alongside.
+    """
     kind, key = parse_id(ident)
     node = _node(store, kind, key)
     entries: list[LineageEntry] = (store.ancestors(node.id) if kind == "r"
@@ -113,7 +117,12 @@ def lineage_nodes(store: Store, ident: str) -> list[dict[str, Any]]:
     ids = sorted({e.node.id for e in entries})
     latest = store.latest_evaluations(**({"runtime_ids": ids} if kind == "r"
                                          else {"program_ids": ids}))
-    scores = store.scores(node.run_id, ids) if kind == "r" else {}
+    scores: dict[int, float] = {}
+    tok: dict[int, float] = {}
+    if kind == "r":
+        metric = metric or run_objective(store, node.run_id)[0]
+        scores = store.scores(node.run_id, ids, metric)
+        tok = scores if metric == "tok_s" else store.scores(node.run_id, ids, "tok_s")
     rows = []
     for e in entries:
         ev = latest.get((kind, e.node.id))
@@ -121,7 +130,8 @@ def lineage_nodes(store: Store, ident: str) -> list[dict[str, Any]]:
                      "via": f"{kind}{e.via_id}" if e.via_id is not None else None,
                      "operator": e.node.operator,
                      "generation": getattr(e.node, "generation", None),
-                     "score": scores.get(e.node.id),
+                     "score": scores.get(e.node.id), "metric": metric if kind == "r" else None,
+                     "tok_s": tok.get(e.node.id),
                      "stage": ev.stage if ev else None, "status": ev.status if ev else None,
                      "metrics": ev.metrics if ev else {}})
     return rows
@@ -144,7 +154,9 @@ def render_tree(rows: list[dict[str, Any]]) -> str:
         if r["status"]:
             head += f"  {r['stage']} {r['status']}"
         if r["score"] is not None:
-            head += f"  score {r['score']:.4g}"
+            head += f"  {r['metric']} {r['score']:.4g}"
+            if r["metric"] != "tok_s" and r["tok_s"] is not None:
+                head += f"  tok_s {r['tok_s']:.4g}"
         elif r["metrics"]:
             head += f"  {_metrics(r['metrics'])}"
         if r["id"] in shown and parents.get(r["id"]):
@@ -286,7 +298,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    rows = lineage_nodes(open_store(args), args.id)
+    rows = lineage_nodes(open_store(args), args.id, args.metric)
     emit_json(rows) if args.json else print(render_tree(rows))
     return 0
 
@@ -318,6 +330,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db(p), add_json(p)
     p = sub.add_parser("lineage", help="ancestry tree of a runtime or program")
     p.add_argument("id", help=ID_HELP)
+    p.add_argument("--metric", default=None,
+                   help="runtime score shown (default: the run's selection objective)")
     p.set_defaults(func=cmd_lineage)
     add_db(p), add_json(p)
     p = sub.add_parser("show", help="one runtime, program or evaluation in full")
