@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fitness.oracle import OracleJudge
 from fitness.result import SLOT_STAGES, STAGES, EvalReport, StageResult
 from fitness.sandbox import SandboxLimits, SandboxRun, run_worker
 from fitness.static import check_static
@@ -81,6 +82,7 @@ class Harness:
         self.startup_timeout_s = startup_timeout_s
         self.options = dict(options or {})  # passed to the worker's stages
         self._cache: dict[tuple[str, str, str], StageResult] = {}
+        self._oracle: OracleJudge | None = None  # made on first use (loads transformers)
         self.last_run: SandboxRun | None = None  # the latest sandboxed worker run (debugging)
 
     # ------------------------------------------------------------------ spec handling
@@ -248,15 +250,27 @@ class Harness:
         if not self.device.startswith("cuda"):
             env["TRITON_INTERPRET"] = "1"  # Triton kernels run under the interpreter on CPU
         timeouts = {**self.timeouts, **{k: self.timeouts[k.partition("@")[0]] for k in stages}}
+        judge = None
+        if {"correctness", "bench"} & {k.partition("@")[0] for k in stages}:
+            oracle = self.oracle()
+            judge = lambda msg: oracle.judge(job, msg)
         run = run_worker(job, timeouts, startup_timeout_s=self.startup_timeout_s,
                          limits=self.limits, cpu_only=not self.device.startswith("cuda"),
-                         env_extra=env)
+                         env_extra=env, judge=judge)
         self.last_run = run
         results = _stage_results(run, stages)
         if job["stages"] and job["stages"][0] == "contract" and results and \
                 results[0].stage == "contract" and results[0].status in ("passed", "failed"):
             self._remember_contract(job, results[0])
         return results
+
+    def oracle(self) -> OracleJudge:
+        """The judge of worker outputs (fitness/oracle.py), one per harness."""
+        if self._oracle is None:
+            workdir = tempfile.mkdtemp(prefix="sds-oracle-")
+            weakref.finalize(self, shutil.rmtree, workdir, True)
+            self._oracle = OracleJudge(self.device, workdir)
+        return self._oracle
 
     def _remember_contract(self, job: dict[str, Any], res: StageResult) -> None:
         """Cache per-slot contract outcomes: all slots on a pass, the failing slot on a fail."""

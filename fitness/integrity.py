@@ -118,8 +118,6 @@ def preimport(stages: list[str]) -> None:
     if {"correctness", "quick_bench", "bench"} & set(stages):
         names += ["fitness.correctness", "fitness.benchstage", "fitness.bench", "fitness.floor",
                   "fitness.workloads", "runtime_modules.models"]
-    if {"correctness", "bench"} & set(stages):  # the oracle (bench checks its outputs too)
-        names += ["transformers", "transformers.models.qwen3.modeling_qwen3"]
     for name in names:
         try:
             importlib.import_module(name)

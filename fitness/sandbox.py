@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class SandboxRun:
     stragglers: int = 0
     forged_messages: int = 0
     protocol_error: str | None = None
+    judged_failure: bool = False  # the harness's oracle failed a stage the worker passed
     wall_s: float = 0.0
     marker: str = ""
 
@@ -114,12 +116,16 @@ class _Tail:
 def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
                startup_timeout_s: float = 60.0, limits: SandboxLimits = SandboxLimits(),
                cpu_only: bool = True, env_extra: dict[str, str] | None = None,
-               keep_workdir: bool = False) -> SandboxRun:
+               keep_workdir: bool = False,
+               judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> SandboxRun:
     """Run the worker on `job` in a sandbox; each stage gets its own wall-clock deadline.
 
     The worker announces `{"type": "start", "stage": s}` before each stage; from then on
     stage `s` has `stage_timeouts[s]` seconds. Afterwards every process of the evaluation
     (process group, cgroup, marker) is killed, even if the worker exited cleanly.
+    `judge`, if given, sees each stage result as it arrives and returns it with the
+    harness's verdict (fitness/oracle.py); a result it turns from passed to anything else
+    ends the run there (the worker is killed, the later stages never count).
     """
     marker = secrets.token_hex(8)
     nonce = secrets.token_hex(16)
@@ -147,7 +153,7 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
         os.close(w_fd)
         w_fd = -1
         _pump(proc, r_fd, nonce, stage_timeouts, startup_timeout_s, tracker, run,
-              list(job.get("stages") or []))
+              list(job.get("stages") or []), judge)
     finally:
         if w_fd >= 0:
             os.close(w_fd)
@@ -210,7 +216,8 @@ def protocol_violation(seen: list[dict[str, Any]], msg: dict[str, Any],
 
 def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, float],
           startup_s: float, tracker: ProcessTracker, run: SandboxRun,
-          stages: list[str] | None = None) -> None:
+          stages: list[str] | None = None,
+          judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
     """Read messages and output until the worker ends, a deadline passes or a limit is hit."""
     sel = selectors.DefaultSelector()
     tails = {"out": _Tail(), "err": _Tail()}
@@ -243,13 +250,18 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
                             deadline = time.monotonic() + float(timeouts.get(stage, 60.0))
                         elif msg.get("type") == "hello":
                             run.isolation = msg.get("isolation", {})
+                        elif msg.get("type") == "result" and judge is not None:
+                            msg = _judged(judge, msg)
+                            run.judged_failure = msg.get("status") != "passed"
                         run.messages.append(msg)
+                        if run.judged_failure:
+                            break
                 else:
                     tails[key.data].add(data)
-                if run.protocol_error:
+                if run.protocol_error or run.judged_failure:
                     break
             now = time.monotonic()
-            if run.protocol_error:
+            if run.protocol_error or run.judged_failure:
                 break
             if tracker.limit_hit():
                 run.limit_hit = True
@@ -265,6 +277,18 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
     finally:
         sel.close()
         run.stdout_tail, run.stderr_tail = tails["out"].text(), tails["err"].text()
+
+
+def _judged(judge: Callable[[dict[str, Any]], dict[str, Any]],
+            msg: dict[str, Any]) -> dict[str, Any]:
+    """`judge(msg)`; a judge that raises turns the stage into `crashed`, saying so."""
+    try:
+        return judge(msg)
+    except Exception as e:
+        log.exception("the oracle failed on stage %s", msg.get("stage"))
+        return {**msg, "status": "crashed",
+                "error": f"{msg.get('stage')}: the harness's oracle raised "
+                         f"{type(e).__name__}: {e}"}
 
 
 def _parse(line: bytes, nonce: str, run: SandboxRun) -> dict[str, Any] | None:
