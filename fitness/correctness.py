@@ -117,6 +117,12 @@ def oracle_check(oracle: Any, prompts: list[list[int]], outs: list[list[int]],
                              f"ignore_eos and max_tokens={want}"), where
         if not got:
             continue
+        vocab = getattr(getattr(oracle, "config", None), "vocab_size", None)
+        outside = [j for j, t in enumerate(got) if vocab is not None and not 0 <= t < vocab]
+        if outside:
+            j = outside[0]
+            return metrics, (f"prompt {i} (length {len(prompt)}): token {j} is {got[j]}, "
+                             f"outside the vocabulary (0..{vocab - 1})"), {**where, "position": j}
         ids = torch.tensor([list(prompt) + list(got[:-1])], device=device)
         with torch.no_grad():
             # only the generated positions' logits: [len(got), V], not [prompt + got, V]

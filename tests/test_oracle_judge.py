@@ -89,3 +89,15 @@ def test_a_judge_that_raises_makes_the_stage_crashed_not_passed():
 
     out = sandbox._judged(boom, _msg("correctness", {}))
     assert out["status"] == "crashed" and "oracle raised RuntimeError" in out["error"]
+
+
+def test_out_of_vocabulary_tokens_fail_the_candidate_not_the_harness(tmp_path):
+    judge = OracleJudge("cpu", tmp_path)
+    vocab = judge.model("tiny").config.vocab_size
+    job = {"model": "tiny", "seed": 3, "options": {}, "workload": "nanovllm-bench-cpu"}
+    n = len(prompts_for(3, vocab))
+    outs = [[1] * MAX_TOKENS for _ in range(n)]
+    outs[0][2] = vocab + 10**12
+    out = judge.judge(job, _msg("correctness", {"outputs": outs}))
+    assert out["status"] == "failed" and "outside the vocabulary" in out["error"]
+    assert out["artifacts"]["position"] == 2
