@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import tempfile
+import threading
 import weakref
 from importlib import metadata
 from pathlib import Path
@@ -83,6 +84,7 @@ class Harness:
         self.options = dict(options or {})  # passed to the worker's stages
         self._cache: dict[tuple[str, str, str], StageResult] = {}
         self._oracle: OracleJudge | None = None  # made on first use (loads transformers)
+        self._oracle_lock = threading.Lock()  # evaluations may run in several threads
         self.last_run: SandboxRun | None = None  # the latest sandboxed worker run (debugging)
 
     # ------------------------------------------------------------------ spec handling
@@ -266,11 +268,12 @@ class Harness:
 
     def oracle(self) -> OracleJudge:
         """The judge of worker outputs (fitness/oracle.py), one per harness."""
-        if self._oracle is None:
-            workdir = tempfile.mkdtemp(prefix="sds-oracle-")
-            weakref.finalize(self, shutil.rmtree, workdir, True)
-            self._oracle = OracleJudge(self.device, workdir)
-        return self._oracle
+        with self._oracle_lock:
+            if self._oracle is None:
+                workdir = tempfile.mkdtemp(prefix="sds-oracle-")
+                weakref.finalize(self, shutil.rmtree, workdir, True)
+                self._oracle = OracleJudge(self.device, workdir)
+            return self._oracle
 
     def _remember_contract(self, job: dict[str, Any], res: StageResult) -> None:
         """Cache per-slot contract outcomes: all slots on a pass, the failing slot on a fail."""
