@@ -13,4 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evolve.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["bench", *sys.argv[1:]]))
+    # only the bench verb: it runs where sqlalchemy, optuna, deap and openai are not installed
+    # (the GPU machines), with torch, triton, transformers and numpy alone
+    sys.exit(main(["bench", *sys.argv[1:]], verbs=("bench",)))

@@ -16,12 +16,12 @@ from evolve.cli.common import CheckFailed, UsageError
 VERB_MODULES = ("db", "eval", "bench", "run", "tune", "export", "compare", "seeds")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every verb module that is present registered."""
+def build_parser(verbs: tuple[str, ...] = VERB_MODULES) -> argparse.ArgumentParser:
+    """The argument parser with every verb module of `verbs` that is present registered."""
     parser = argparse.ArgumentParser(prog="sds", description="Evolve LLM inference runtimes.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name in VERB_MODULES:
+    for name in verbs:
         try:
             module = importlib.import_module(f"evolve.cli.{name}")
         except ModuleNotFoundError as e:
@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `sds` console script."""
-    parser = build_parser()
+def main(argv: list[str] | None = None, verbs: tuple[str, ...] = VERB_MODULES) -> int:
+    """Entry point of the `sds` console script (`verbs`: only these, e.g. on a machine
+    without the database's packages)."""
+    parser = build_parser(verbs)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
