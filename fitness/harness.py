@@ -29,7 +29,14 @@ from typing import Any
 
 from fitness.oracle import OracleJudge
 from fitness.result import SLOT_STAGES, STAGES, EvalReport, StageResult
-from fitness.sandbox import SandboxLimits, SandboxRun, run_worker
+from fitness.sandbox import (
+    SandboxLimits,
+    SandboxRun,
+    Worker,
+    discard_worker,
+    run_worker,
+    spawn_worker,
+)
 from fitness.static import check_static
 
 log = logging.getLogger(__name__)
@@ -67,7 +74,7 @@ class Harness:
     def __init__(self, store: Any = None, device: str = "auto",
                  timeouts: dict[str, float] | None = None, limits: SandboxLimits | None = None,
                  program_dir: str | Path | None = None, startup_timeout_s: float = 60.0,
-                 options: dict[str, Any] | None = None):
+                 options: dict[str, Any] | None = None, prestart: bool = True):
         unknown = set(timeouts or {}) - set(STAGES)
         if unknown:
             raise ValueError(f"Harness(timeouts=...): unknown stage(s) {sorted(unknown)}; "
@@ -85,6 +92,12 @@ class Harness:
         self._cache: dict[tuple[str, str, str], StageResult] = {}
         self._oracle: OracleJudge | None = None  # made on first use (loads transformers)
         self._oracle_lock = threading.Lock()  # evaluations may run in several threads
+        # A worker started ahead for the next evaluation: its process start and imports
+        # (~2 s on a CPU) overlap the current one. Off with prestart=False.
+        self.prestart = prestart
+        self._spare: list[Worker] = []
+        self._spare_lock = threading.Lock()
+        weakref.finalize(self, _discard_all, self._spare, self._spare_lock)
         self.last_run: SandboxRun | None = None  # the latest sandboxed worker run (debugging)
 
     # ------------------------------------------------------------------ spec handling
@@ -256,15 +269,26 @@ class Harness:
         if {"correctness", "bench"} & {k.partition("@")[0] for k in stages}:
             oracle = self.oracle()
             judge = lambda msg: oracle.judge(job, msg)
+        cpu_only = not self.device.startswith("cuda")
+        with self._spare_lock:
+            worker = self._spare.pop() if self._spare else None
+        if self.prestart:  # the next evaluation's worker starts now, beside this one
+            spare = spawn_worker(self.limits, cpu_only, env)
+            with self._spare_lock:
+                self._spare.append(spare)
         run = run_worker(job, timeouts, startup_timeout_s=self.startup_timeout_s,
-                         limits=self.limits, cpu_only=not self.device.startswith("cuda"),
-                         env_extra=env, judge=judge)
+                         limits=self.limits, cpu_only=cpu_only, env_extra=env, judge=judge,
+                         worker=worker)
         self.last_run = run
         results = _stage_results(run, stages)
         if job["stages"] and job["stages"][0] == "contract" and results and \
                 results[0].stage == "contract" and results[0].status in ("passed", "failed"):
             self._remember_contract(job, results[0])
         return results
+
+    def close(self) -> None:
+        """Stop the worker started ahead, if any (also done when the harness is collected)."""
+        _discard_all(self._spare, self._spare_lock)
 
     def oracle(self) -> OracleJudge:
         """The judge of worker outputs (fitness/oracle.py), one per harness."""
@@ -322,6 +346,13 @@ class Harness:
             log.debug("stage %s not recorded: no runtime_id and several slots", res.stage)
 
 
+def _discard_all(spare: list[Worker], lock: threading.Lock) -> None:
+    with lock:
+        workers, spare[:] = list(spare), []
+    for w in workers:
+        discard_worker(w)
+
+
 def _stage_results(run: SandboxRun, stages: list[str]) -> list[StageResult]:
     """Turn the worker's messages (or their absence) into one result per stage run."""
     by_stage = {m["stage"]: m for m in run.messages if m.get("type") == "result"}
@@ -350,8 +381,11 @@ def _stage_results(run: SandboxRun, stages: list[str]) -> list[StageResult]:
             res = StageResult(stage, "crashed", {}, f"{stage}: the worker died "
                               f"({_exit_text(run.returncode)}) without reporting a result",
                               {**tails, "returncode": run.returncode}, run.wall_s)
-        else:
-            break
+        else:  # every stage before it passed, yet it never started: never report "passed"
+            res = StageResult(stage, "crashed", {}, f"{stage}: the worker ended "
+                              f"({_exit_text(run.returncode)}) after {out[-1].stage} passed, "
+                              "before starting it", {**tails, "returncode": run.returncode},
+                              0.0)
         if run.forged_messages:
             res.artifacts["ignored_messages"] = run.forged_messages
         out.append(res)

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import secrets
+import select
 import selectors
 import shutil
 import subprocess
@@ -113,11 +114,117 @@ class _Tail:
         return bytes(self.buf[-TAIL_BYTES:]).decode("utf-8", "replace")
 
 
+@dataclass
+class Worker:
+    """A started worker: sandboxed, importing, waiting on its job pipe for the job."""
+
+    proc: subprocess.Popen
+    marker: str
+    nonce: str
+    workdir: Path
+    tracker: ProcessTracker
+    r_fd: int  # the result channel's read end
+    job_fd: int  # the job pipe's write end (the nonce line is already written)
+    limits: SandboxLimits
+    key: tuple  # what it was started with: a spare serves only a job with the same
+    started_at: float = 0.0
+
+
+def spawn_worker(limits: SandboxLimits = SandboxLimits(), cpu_only: bool = True,
+                 env_extra: dict[str, str] | None = None) -> Worker:
+    """Start a sandboxed worker that isolates itself, imports what every job needs, and
+    then waits for its job (`run_worker(..., worker=w)`); see `discard_worker`.
+
+    The nonce that signs its messages goes down the job pipe, never through the
+    environment; the job follows it when it is run.
+    """
+    marker = secrets.token_hex(8)
+    nonce = secrets.token_hex(16)
+    workdir = Path(tempfile.mkdtemp(prefix=f"sds-eval-{marker}-"))
+    tracker = ProcessTracker(marker, limits.max_procs)
+    r_fd, w_fd = os.pipe()
+    job_r, job_w = os.pipe()
+    try:
+        (workdir / "triton-cache").mkdir()
+        config = {"workdir": str(workdir), "cgroup_procs": tracker.join_path,
+                  "cpu_s": limits.cpu_s, "nofile": limits.max_open_files,
+                  "fsize": limits.max_file_bytes, "ppid": os.getpid(),
+                  "nproc": _user_procs() + limits.max_procs,
+                  "as": limits.max_address_space if cpu_only else None}
+        env = sandbox_env(workdir, marker, w_fd, config, env_extra)
+        env["SDS_JOB_FD"] = str(job_r)
+        proc = subprocess.Popen([sys.executable, "-m", "fitness.worker"], cwd=workdir,
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=(w_fd, job_r),
+                                start_new_session=True)
+    except BaseException:
+        for fd in (r_fd, w_fd, job_r, job_w):
+            os.close(fd)
+        tracker.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    os.close(w_fd)
+    os.close(job_r)
+    os.write(job_w, (nonce + "\n").encode())
+    key = (limits, cpu_only, tuple(sorted((env_extra or {}).items())))
+    return Worker(proc, marker, nonce, workdir, tracker, r_fd, job_w, limits, key,
+                  time.monotonic())
+
+
+def discard_worker(w: Worker) -> None:
+    """Kill an unused worker and everything of it; idempotent."""
+    if w.r_fd < 0:
+        return
+    for fd in (w.job_fd, w.r_fd):
+        if fd >= 0:
+            os.close(fd)
+    w.job_fd = w.r_fd = -1
+    w.tracker.kill_all(w.proc.pid, w.limits.grace_s)
+    try:
+        w.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        log.error("worker %d did not exit after SIGKILL", w.proc.pid)
+    for pipe in (w.proc.stdout, w.proc.stderr):
+        if pipe:
+            pipe.close()
+    w.tracker.close()
+    shutil.rmtree(w.workdir, ignore_errors=True)
+
+
+def _send_job(w: Worker, job: dict[str, Any], timeout_s: float) -> bool:
+    """Write the job down the worker's pipe and close it; False if the worker is gone or
+    did not read it within `timeout_s` (a job over the pipe's buffer waits for the reader)."""
+    if w.proc.poll() is not None:
+        os.close(w.job_fd)
+        w.job_fd = -1
+        return False
+    data = memoryview(json.dumps(job).encode())
+    deadline = time.monotonic() + timeout_s
+    os.set_blocking(w.job_fd, False)
+    try:
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0 or w.proc.poll() is not None:
+                return False
+            if select.select([], [w.job_fd], [], min(left, 0.5))[1]:
+                try:
+                    data = data[os.write(w.job_fd, data):]
+                except BlockingIOError:
+                    continue
+    except OSError:  # BrokenPipeError: the worker is gone
+        return False
+    finally:
+        os.close(w.job_fd)
+        w.job_fd = -1
+    return True
+
+
 def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
                startup_timeout_s: float = 60.0, limits: SandboxLimits = SandboxLimits(),
                cpu_only: bool = True, env_extra: dict[str, str] | None = None,
                keep_workdir: bool = False,
-               judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> SandboxRun:
+               judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+               worker: Worker | None = None) -> SandboxRun:
     """Run the worker on `job` in a sandbox; each stage gets its own wall-clock deadline.
 
     The worker announces `{"type": "start", "stage": s}` before each stage; from then on
@@ -125,53 +232,42 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
     (process group, cgroup, marker) is killed, even if the worker exited cleanly.
     `judge`, if given, sees each stage result as it arrives and returns it with the
     harness's verdict (fitness/oracle.py); a result it turns from passed to anything else
-    ends the run there (the worker is killed, the later stages never count).
+    ends the run there (the worker is killed, the later stages never count). `worker`: one
+    from `spawn_worker` with the same limits, `cpu_only` and `env_extra`, already past its
+    start-up (used once; a dead or mismatched one is discarded and a fresh one started).
     """
-    marker = secrets.token_hex(8)
-    nonce = secrets.token_hex(16)
-    workdir = Path(tempfile.mkdtemp(prefix=f"sds-eval-{marker}-"))
-    tracker = ProcessTracker(marker, limits.max_procs)
-    run = SandboxRun(marker=marker)
     t0 = time.monotonic()
-    r_fd, w_fd = os.pipe()
-    proc = None
+    key = (limits, cpu_only, tuple(sorted((env_extra or {}).items())))
+    if worker is not None and (worker.key != key
+                               or not _send_job(worker, job, startup_timeout_s)):
+        if worker.key == key:
+            log.warning("a started worker died before its job came; starting another")
+        discard_worker(worker)
+        worker = None
+    if worker is None:
+        worker = spawn_worker(limits, cpu_only, env_extra)
+        if not _send_job(worker, job, startup_timeout_s):
+            log.warning("a new worker did not take its job (it died or hung at start-up)")
+    run = SandboxRun(marker=worker.marker)
+    proc, tracker = worker.proc, worker.tracker
     try:
-        (workdir / "triton-cache").mkdir()
-        job_path = workdir / "job.json"
-        job_path.write_text(json.dumps({**job, "nonce": nonce}))
-        job_path.chmod(0o600)
-        config = {"workdir": str(workdir), "cgroup_procs": tracker.join_path,
-                  "cpu_s": limits.cpu_s, "nofile": limits.max_open_files,
-                  "fsize": limits.max_file_bytes, "ppid": os.getpid(),
-                  "nproc": _user_procs() + limits.max_procs,
-                  "as": limits.max_address_space if cpu_only else None}
-        env = sandbox_env(workdir, marker, w_fd, config, env_extra)
-        proc = subprocess.Popen([sys.executable, "-m", "fitness.worker"], cwd=workdir,
-                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(w_fd,),
-                                start_new_session=True)
-        os.close(w_fd)
-        w_fd = -1
-        _pump(proc, r_fd, nonce, stage_timeouts, startup_timeout_s, tracker, run,
+        _pump(proc, worker.r_fd, worker.nonce, stage_timeouts, startup_timeout_s, tracker, run,
               list(job.get("stages") or []), judge)
     finally:
-        if w_fd >= 0:
-            os.close(w_fd)
-        os.close(r_fd)
-        pgid = proc.pid if proc is not None else None
-        run.stragglers = tracker.kill_all(pgid, limits.grace_s)
-        if proc is not None:
-            try:
-                run.returncode = proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                log.error("worker %d did not exit after SIGKILL", proc.pid)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe:
-                    pipe.close()
+        os.close(worker.r_fd)
+        worker.r_fd = -1
+        run.stragglers = tracker.kill_all(proc.pid, limits.grace_s)
+        try:
+            run.returncode = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("worker %d did not exit after SIGKILL", proc.pid)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
         run.limit_hit = run.limit_hit or tracker.limit_hit()
         tracker.close()
         if not keep_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(worker.workdir, ignore_errors=True)
         run.wall_s = time.monotonic() - t0
     _warn_isolation(run.isolation)
     return run

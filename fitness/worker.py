@@ -183,6 +183,25 @@ def run_stages(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
             break
 
 
+def _read_line(fd: int) -> str:
+    """Bytes from `fd` up to the first newline (one byte at a time: the rest is the job)."""
+    out = bytearray()
+    while True:
+        b = os.read(fd, 1)
+        if not b or b == b"\n":
+            return out.decode()
+        out += b
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        b = os.read(fd, 1 << 16)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
 def main() -> None:
     """Entry point: isolate, read the job, run the stages, exit without cleanup."""
     from fitness import _linux
@@ -190,15 +209,18 @@ def main() -> None:
     config = json.loads(os.environ.pop("SDS_SANDBOX"))
     isolate(config)
     fd = int(os.environ.pop("SDS_RESULT_FD"))
-    path = os.path.join(config["workdir"], "job.json")
-    with open(path) as f:
-        job = json.load(f)
-    os.unlink(path)
-    send = make_sender(fd, job.pop("nonce"))
+    job_fd = int(os.environ.pop("SDS_JOB_FD"))
+    # the job pipe: the nonce line at once, the job itself (then EOF) when one is run
+    nonce = _read_line(job_fd)
+    send = make_sender(fd, nonce)
+    del nonce
     send({"type": "hello", "pid": os.getpid(),
           "isolation": _linux.isolation_facts(config["workdir"])})
     try:
         from fitness import integrity
+        integrity.preimport(["contract", "correctness", "quick_bench", "bench"])
+        job = json.loads(_read_all(job_fd))
+        os.close(job_fd)
         if job.get("stages") != ["static"]:
             _preload(job)
             integrity.CURRENT = integrity.Snapshot()

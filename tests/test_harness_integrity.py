@@ -81,3 +81,15 @@ def test_a_harness_removes_its_own_program_dir():
     del h
     gc.collect()
     assert not path.exists()
+
+
+def test_a_worker_that_dies_between_stages_leaves_a_crash_not_a_pass():
+    from fitness.harness import _stage_results
+    from fitness.sandbox import SandboxRun
+    run = SandboxRun(messages=[{"type": "hello"}, {"type": "start", "stage": "contract"},
+                               {"type": "result", "stage": "contract", "status": "passed",
+                                "metrics": {}, "artifacts": {}}], returncode=-6)
+    out = _stage_results(run, ["contract", "correctness", "bench"])
+    assert [(r.stage, r.status) for r in out] == [("contract", "passed"),
+                                                  ("correctness", "crashed")]
+    assert "SIGABRT" in out[1].error and "after contract passed" in out[1].error
