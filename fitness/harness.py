@@ -92,10 +92,12 @@ class Harness:
         self._cache: dict[tuple[str, str, str], StageResult] = {}
         self._oracle: OracleJudge | None = None  # made on first use (loads transformers)
         self._oracle_lock = threading.Lock()  # evaluations may run in several threads
-        # A worker started ahead for the next evaluation: its process start and imports
-        # (~2 s on a CPU) overlap the current one. Off with prestart=False.
+        # A worker started ahead for the next evaluation (from the second one on): its
+        # process start and imports (~2 s on a CPU) overlap the current one. prestart=False:
+        # off.
         self.prestart = prestart
         self._spare: list[Worker] = []
+        self._worker_runs = 0
         self._spare_lock = threading.Lock()
         weakref.finalize(self, _discard_all, self._spare, self._spare_lock)
         self.last_run: SandboxRun | None = None  # the latest sandboxed worker run (debugging)
@@ -272,7 +274,10 @@ class Harness:
         cpu_only = not self.device.startswith("cuda")
         with self._spare_lock:
             worker = self._spare.pop() if self._spare else None
-        if self.prestart:  # the next evaluation's worker starts now, beside this one
+        self._worker_runs += 1
+        # the next evaluation's worker starts now, beside this one; not for a harness used
+        # once (as in most tests), where it would only cost a process start
+        if self.prestart and self._worker_runs >= 2:
             spare = spawn_worker(self.limits, cpu_only, env)
             with self._spare_lock:
                 self._spare.append(spare)
