@@ -35,7 +35,9 @@ def make_harness(cfg: RunConfig, store: Any, device: str) -> Any:
     """The real fitness harness, with the config's timeouts (and thresholds if it takes them)."""
     from fitness import Harness
 
-    kwargs: dict[str, Any] = {"store": store, "device": device,
+    # prestart: a run evaluates one child after another, so the next worker's start-up
+    # overlaps the current evaluation (fitness/harness.py)
+    kwargs: dict[str, Any] = {"store": store, "device": device, "prestart": True,
                               "timeouts": dict(cfg.evaluation.timeouts) or None}
     # The harness passes `options` to its stages (e.g. quick_bench's rejection ratio).
     options = {**cfg.evaluation.options, **cfg.evaluation.thresholds}

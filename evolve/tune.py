@@ -232,7 +232,7 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
     if harness is None:
         from fitness import Harness
         # No store: trial results live in the study; only the winner is recorded (below).
-        harness = Harness(store=None, device=device, program_dir=program_dir())
+        harness = Harness(store=None, device=device, program_dir=program_dir(), prestart=True)
     stages = tuple(stages or TUNE_STAGES)
     fixed, model = _workload_facts(workload, model)
     materialize_spec(store, spec)

@@ -74,7 +74,7 @@ class Harness:
     def __init__(self, store: Any = None, device: str = "auto",
                  timeouts: dict[str, float] | None = None, limits: SandboxLimits | None = None,
                  program_dir: str | Path | None = None, startup_timeout_s: float = 60.0,
-                 options: dict[str, Any] | None = None, prestart: bool = True):
+                 options: dict[str, Any] | None = None, prestart: bool = False):
         unknown = set(timeouts or {}) - set(STAGES)
         if unknown:
             raise ValueError(f"Harness(timeouts=...): unknown stage(s) {sorted(unknown)}; "
@@ -92,9 +92,9 @@ class Harness:
         self._cache: dict[tuple[str, str, str], StageResult] = {}
         self._oracle: OracleJudge | None = None  # made on first use (loads transformers)
         self._oracle_lock = threading.Lock()  # evaluations may run in several threads
-        # A worker started ahead for the next evaluation (from the second one on): its
-        # process start and imports (~2 s on a CPU) overlap the current one. prestart=False:
-        # off.
+        # prestart: a worker started ahead for the next evaluation (from the second one
+        # on), so its process start and imports (~2 s on a CPU) overlap the current one.
+        # Runs and tuning turn it on (evolve/launch.py, evolve/tune.py).
         self.prestart = prestart
         self._spare: list[Worker] = []
         self._worker_runs = 0

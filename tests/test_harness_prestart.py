@@ -28,7 +28,7 @@ def _spy(monkeypatch):
 
 def test_the_next_evaluation_runs_on_the_worker_started_ahead(monkeypatch):
     used = _spy(monkeypatch)
-    h = Harness(device="cpu")
+    h = Harness(device="cpu", prestart=True)
     first = h.evaluate(SPEC, stages=("contract",))
     assert h._spare == []  # a harness used once starts nothing ahead
     second = h.evaluate(SPEC, stages=("contract", "correctness"))
@@ -42,7 +42,7 @@ def test_the_next_evaluation_runs_on_the_worker_started_ahead(monkeypatch):
 
 
 def test_a_spare_that_died_while_waiting_is_replaced_and_close_stops_the_rest():
-    h = Harness(device="cpu")
+    h = Harness(device="cpu", prestart=True)
     for stages in (("contract",), ("correctness",)):
         assert h.evaluate(SPEC, stages=stages).status == "passed"
     spare = h._spare[0]
@@ -60,8 +60,8 @@ def test_a_spare_that_died_while_waiting_is_replaced_and_close_stops_the_rest():
     assert not nxt.workdir.exists()
 
 
-def test_prestart_off_starts_nothing_ahead():
-    h = Harness(device="cpu", prestart=False)
+def test_prestart_is_off_by_default():
+    h = Harness(device="cpu")
     for stages in (("contract",), ("correctness",)):
         assert h.evaluate(SPEC, stages=stages).status == "passed"
     assert h._spare == []
