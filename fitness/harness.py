@@ -278,7 +278,7 @@ class Harness:
         # the next evaluation's worker starts now, beside this one; not for a harness used
         # once (as in most tests), where it would only cost a process start
         if self.prestart and self._worker_runs >= 2:
-            spare = spawn_worker(self.limits, cpu_only, env)
+            spare = spawn_worker(self.limits, cpu_only, env, preimport=list(STAGES))
             with self._spare_lock:
                 self._spare.append(spare)
         run = run_worker(job, timeouts, startup_timeout_s=self.startup_timeout_s,

@@ -131,9 +131,11 @@ class Worker:
 
 
 def spawn_worker(limits: SandboxLimits = SandboxLimits(), cpu_only: bool = True,
-                 env_extra: dict[str, str] | None = None) -> Worker:
-    """Start a sandboxed worker that isolates itself, imports what every job needs, and
-    then waits for its job (`run_worker(..., worker=w)`); see `discard_worker`.
+                 env_extra: dict[str, str] | None = None,
+                 preimport: list[str] | None = None) -> Worker:
+    """Start a sandboxed worker that isolates itself, imports what the stages `preimport`
+    need (a worker started ahead: all of them), and then waits for its job
+    (`run_worker(..., worker=w)`); see `discard_worker`.
 
     The nonce that signs its messages goes down the job pipe, never through the
     environment; the job follows it when it is run.
@@ -150,7 +152,8 @@ def spawn_worker(limits: SandboxLimits = SandboxLimits(), cpu_only: bool = True,
                   "cpu_s": limits.cpu_s, "nofile": limits.max_open_files,
                   "fsize": limits.max_file_bytes, "ppid": os.getpid(),
                   "nproc": _user_procs() + limits.max_procs,
-                  "as": limits.max_address_space if cpu_only else None}
+                  "as": limits.max_address_space if cpu_only else None,
+                  "preimport": list(preimport or [])}
         env = sandbox_env(workdir, marker, w_fd, config, env_extra)
         env["SDS_JOB_FD"] = str(job_r)
         proc = subprocess.Popen([sys.executable, "-m", "fitness.worker"], cwd=workdir,

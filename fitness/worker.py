@@ -218,7 +218,8 @@ def main() -> None:
           "isolation": _linux.isolation_facts(config["workdir"])})
     try:
         from fitness import integrity
-        integrity.preimport(["contract", "correctness", "quick_bench", "bench"])
+        if config.get("preimport"):  # a worker started ahead: before the job comes
+            integrity.preimport(config["preimport"])
         job = json.loads(_read_all(job_fd))
         os.close(job_fd)
         if job.get("stages") != ["static"]:
