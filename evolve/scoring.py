@@ -21,8 +21,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from fitness.result import BENCH_STAGES
+
 log = logging.getLogger(__name__)
-BENCH_STAGES = ("quick_bench", "bench")
 _MAX_TEXT = 4000  # artifact strings are cut to this many characters (prompts show them)
 
 

@@ -101,6 +101,13 @@ def _shrink(wl: Any, quick: bool, opts: dict[str, Any]) -> Any:
     return dataclasses.replace(wl, requests=reqs, name=name)
 
 
+def _check_lens(wl: Any, opts: dict[str, Any]) -> list[int]:
+    """Each request's greedy length in the check: its max_tokens, capped by
+    `bench_check_tokens`."""
+    cap = opts.get("bench_check_tokens")
+    return [min(r.max_tokens, int(cap)) if cap else r.max_tokens for r in wl.requests]
+
+
 def check_plan(wl: Any, opts: dict[str, Any], seed: int) -> tuple[list[int], list[int]]:
     """Which requests of the (shrunk) bench workload the oracle checks, and their lengths.
 
@@ -114,8 +121,7 @@ def check_plan(wl: Any, opts: dict[str, Any], seed: int) -> tuple[list[int], lis
     n = min(int(opts.get("bench_check_requests", 4)), len(reqs))
     if n <= 0:
         return [], []
-    cap = opts.get("bench_check_tokens")
-    lens = [min(r.max_tokens, int(cap)) if cap else r.max_tokens for r in reqs]
+    lens = _check_lens(wl, opts)
     longest = max(range(len(reqs)), key=lambda i: len(reqs[i].prompt_token_ids) + lens[i])
     rest = [i for i in range(len(reqs)) if i != longest]
     pick = [longest] + sorted(random.Random(seed).sample(rest, n - 1))
@@ -134,10 +140,8 @@ def _greedy_outputs(llm: Any, wl: Any, opts: dict[str, Any], seed: int) -> dict[
     pick, _ = check_plan(wl, opts, seed)
     if not pick:
         return {"indices": [], "outputs": []}
-    cap = opts.get("bench_check_tokens")
-    params = [SamplingParams(temperature=0.0, ignore_eos=True,
-                             max_tokens=min(r.max_tokens, int(cap)) if cap else r.max_tokens)
-              for r in wl.requests]
+    params = [SamplingParams(temperature=0.0, ignore_eos=True, max_tokens=n)
+              for n in _check_lens(wl, opts)]
     outs = llm.generate([list(r.prompt_token_ids) for r in wl.requests], params)
     return {"indices": pick, "outputs": [[int(t) for t in outs[i].token_ids] for i in pick]}
 

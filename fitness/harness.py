@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fitness.oracle import OracleJudge
-from fitness.result import SLOT_STAGES, STAGES, EvalReport, StageResult
+from fitness.result import BENCH_STAGES, SLOT_STAGES, STAGES, EvalReport, StageResult
 from fitness.sandbox import (
     SandboxLimits,
     SandboxRun,
@@ -40,8 +40,6 @@ from fitness.sandbox import (
 from fitness.static import check_static
 
 log = logging.getLogger(__name__)
-
-BENCH_STAGES = ("quick_bench", "bench")  # the stages that depend on the workload
 
 DEFAULT_TIMEOUTS = {"static": 10.0, "contract": 120.0, "correctness": 300.0,
                     "quick_bench": 300.0, "bench": 1800.0}
@@ -173,8 +171,7 @@ class Harness:
         codes = {s: self._code(s, d["slots"][s]["program"]) for s in slots}
         reports = []
         for i, wl in enumerate(workloads):
-            whash = self._workload_hash(wl) if (benches if i else set(BENCH_STAGES) & set(wanted)) \
-                else None
+            whash = self._workload_hash(wl) if benches else None
             reports.append(EvalReport(spec=d, workload=wl, workload_hash=whash,
                                       device=self.device))
         report = reports[0]

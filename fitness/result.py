@@ -7,6 +7,7 @@ from typing import Any
 
 STAGES = ("static", "contract", "correctness", "quick_bench", "bench")
 SLOT_STAGES = ("static", "contract")  # judged per program; cached by code hash
+BENCH_STAGES = ("quick_bench", "bench")  # the stages that depend on the workload
 STATUSES = ("passed", "failed", "timeout", "crashed", "rejected")
 
 

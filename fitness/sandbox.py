@@ -130,6 +130,12 @@ class Worker:
     started_at: float = 0.0
 
 
+def _worker_key(limits: SandboxLimits, cpu_only: bool,
+                env_extra: dict[str, str] | None) -> tuple:
+    """What a worker is started with: a spare serves only a job asking for the same."""
+    return (limits, cpu_only, tuple(sorted((env_extra or {}).items())))
+
+
 def spawn_worker(limits: SandboxLimits = SandboxLimits(), cpu_only: bool = True,
                  env_extra: dict[str, str] | None = None,
                  preimport: list[str] | None = None) -> Worker:
@@ -169,8 +175,8 @@ def spawn_worker(limits: SandboxLimits = SandboxLimits(), cpu_only: bool = True,
     os.close(w_fd)
     os.close(job_r)
     os.write(job_w, (nonce + "\n").encode())
-    key = (limits, cpu_only, tuple(sorted((env_extra or {}).items())))
-    return Worker(proc, marker, nonce, workdir, tracker, r_fd, job_w, limits, key,
+    return Worker(proc, marker, nonce, workdir, tracker, r_fd, job_w, limits,
+                  _worker_key(limits, cpu_only, env_extra),
                   time.monotonic())
 
 
@@ -240,7 +246,7 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
     start-up (used once; a dead or mismatched one is discarded and a fresh one started).
     """
     t0 = time.monotonic()
-    key = (limits, cpu_only, tuple(sorted((env_extra or {}).items())))
+    key = _worker_key(limits, cpu_only, env_extra)
     if worker is not None and (worker.key != key
                                or not _send_job(worker, job, startup_timeout_s)):
         if worker.key == key:
