@@ -51,7 +51,16 @@ class Engine:
         # sum over steps and scheduled sequences of the KV length after the step: the KV
         # tokens attention reads (the bench's cost model; counted here, not by any slot)
         self.kv_tokens_attended = 0
+        # sum over steps and scheduled sequences of (query token, context token) pairs:
+        # attention's compute (k new tokens after c cached ones: k*c + k*(k+1)/2)
+        self.attn_pairs = 0
         self._empty_run = 0
+        # The clock that stamps first-token and finish times (a simulation's modeled clock
+        # replaces it), and an optional observer told each non-empty step's work before the
+        # clock is read: observer(num_seqs, tokens, kv_tokens, attn_pairs). Both belong to
+        # whoever drives the engine (the harness), never to a slot.
+        self.clock: Callable[[], float] = time.perf_counter
+        self.step_observer: Callable[[int, int, int, int], Any] | None = None
         self.live: dict[int, Sequence] = {}
 
     def add_sequence(self, seq: Sequence) -> None:
@@ -135,14 +144,16 @@ class Engine:
         bm, eos, max_len = self.block_manager, self.eos, self.config.max_model_len
         commit = bm.commit if bm.enable_prefix_caching else None
         bs = self.config.block_size
-        now = time.perf_counter()
         finished: list[Sequence] = []
+        first: list[Sequence] = []
         ti = 0
-        scheduled = kv = 0
+        scheduled = kv = pairs = 0
         for seq, n in batch:
             scheduled += n
-            nc = seq.num_computed_tokens + n
+            start = seq.num_computed_tokens
+            nc = start + n
             kv += nc
+            pairs += n * start + n * (n + 1) // 2
             seq.num_computed_tokens = nc
             if commit is not None and nc >= (seq.num_hashed_blocks + 1) * bs:
                 commit(seq)
@@ -153,7 +164,7 @@ class Engine:
             toks = seq.token_ids
             toks.append(tok)
             if seq.first_token_time is None:
-                seq.first_token_time = now
+                first.append(seq)
             sp = seq.sampling_params
             if tok in eos and not sp.ignore_eos:
                 seq.finish_reason = "stop"
@@ -167,11 +178,17 @@ class Engine:
                                "sequences")
         self.scheduled_tokens += scheduled
         self.kv_tokens_attended += kv
+        self.attn_pairs += pairs
         self.generated_tokens += ti
         if scheduled == len(batch):
             self.decode_steps += 1
         else:
             self.prefill_steps += 1
+        if self.step_observer is not None:
+            self.step_observer(len(batch), scheduled, kv, pairs)
+        now = self.clock()  # after the observer: a modeled clock has advanced by this step
+        for seq in first:
+            seq.first_token_time = now
         for seq in finished:
             seq.finish_time = now
             bm.free(seq)
@@ -192,6 +209,7 @@ class Engine:
                 "scheduled_tokens": self.scheduled_tokens,
                 "generated_tokens": self.generated_tokens,
                 "kv_tokens_attended": self.kv_tokens_attended,
+                "attn_pairs": self.attn_pairs,
                 "num_kv_blocks": self.num_kv_blocks,
                 "free_kv_blocks": bm.num_free_blocks,
                 "unfinished": len(self.live)}

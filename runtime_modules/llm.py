@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +126,7 @@ class LLM:
         return self._add(*self._request(prompt, sampling_params))
 
     def _add(self, ids: list[int], sp: SamplingParams) -> int:
-        seq = Sequence(ids, sp, arrival_time=time.perf_counter())
+        seq = Sequence(ids, sp, arrival_time=self.engine.clock())
         self.engine.add_sequence(seq)
         return seq.request_id
 
