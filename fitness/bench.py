@@ -4,8 +4,10 @@
 tok/s = sum of max_tokens / wall time of `generate` (device synchronized on both sides of
 the clock). Workloads with arrival times are driven through `add_request` / `step` instead,
 each request added when its time comes. TTFT/TPOT come from the engine's per-request
-metrics; the engine's work counters of the run (`stats_*`) and the deterministic
-`modeled_time_s` / `modeled_tok_s` of `fitness/costmodel.py` come with every result.
+metrics; the engine's work counters of the run (`stats_*`) come with every result, and
+with an engine that has a step observer, the deterministic `modeled_time_s` /
+`modeled_tok_s` of `fitness/costmodel.py` (a `CostMeter` priced each step of the run, on
+`modeled_device`).
 `run_peer` runs the same requests through transformers in the same process: padded
 batched `generate`, and continuous batching where the installed version has it.
 The physical floor and the bandwidth probe live in `fitness/floor.py`.
@@ -27,7 +29,7 @@ import torch
 # this module is preimported) would otherwise blame on the candidate.
 import torch._dynamo
 
-from fitness.costmodel import COUNTERS, modeled
+from fitness.costmodel import CostMeter, device_profile, modeled
 from fitness.floor import measure_bandwidth, physical_floor
 from fitness.workloads import Request, Workload
 
@@ -139,25 +141,41 @@ def _request_id(out: Any) -> Any:
                          "(request_id / seq_id)")
 
 
-def run_workload(llm: Any, workload: Workload, warmup: bool = True) -> dict[str, Any]:
-    """Run `workload` on `llm` and return tok/s, latencies, peak memory, tokens and steps."""
+def run_workload(llm: Any, workload: Workload, warmup: bool = True,
+                 cost_device: str = "h100") -> dict[str, Any]:
+    """Run `workload` on `llm` and return tok/s, latencies, peak memory, tokens and steps.
+
+    Where the engine has a `step_observer`, a `CostMeter` on `cost_device` prices each step
+    of the run (the warm-up excluded) and the result carries `modeled_time_s`,
+    `modeled_tok_s` and `modeled_device`; the engine's previous observer is restored.
+    """
     device = getattr(getattr(llm, "config", None), "device", None) or (
         "cuda" if torch.cuda.is_available() else "cpu")
+    profile = device_profile(cost_device)  # a bad name fails before any work
     if warmup:
         _warmup(llm, workload)
     stats0 = dict(getattr(llm, "stats", {}) or {})
+    engine = getattr(llm, "engine", None)
+    meter = CostMeter(device=profile) if hasattr(engine, "step_observer") else None
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    _sync(device)
-    t0 = time.perf_counter()
-    if workload.has_arrivals:
-        outs, steps = _drive_arrivals(llm, workload)
-    else:
-        outs = llm.generate([list(r.prompt_token_ids) for r in workload.requests],
-                            [_sampling(r) for r in workload.requests])
-        steps = None
-    _sync(device)
-    wall = time.perf_counter() - t0
+    previous = engine.step_observer if meter is not None else None
+    if meter is not None:
+        engine.step_observer = meter
+    try:
+        _sync(device)
+        t0 = time.perf_counter()
+        if workload.has_arrivals:
+            outs, steps = _drive_arrivals(llm, workload)
+        else:
+            outs = llm.generate([list(r.prompt_token_ids) for r in workload.requests],
+                                [_sampling(r) for r in workload.requests])
+            steps = None
+        _sync(device)
+        wall = time.perf_counter() - t0
+    finally:
+        if meter is not None:
+            engine.step_observer = previous
     lens = [len(o.token_ids) for o in outs]
     bad = [i for i, (r, n) in enumerate(zip(workload.requests, lens))
            if r.ignore_eos and n != r.max_tokens]
@@ -180,8 +198,9 @@ def run_workload(llm: Any, workload: Workload, warmup: bool = True) -> dict[str,
     }
     res.update(summarize_latencies([getattr(o, "metrics", None) for o in outs], lens))
     res.update({f"stats_{k}": v for k, v in delta.items() if k != "steps"})
-    if all(k in delta for k in COUNTERS):  # an engine that counts its KV reads
-        res.update(modeled(delta, workload.num_output_tokens))
+    if meter is not None:  # an engine that reports each step's work
+        res.update(modeled(meter, workload.num_output_tokens))
+        res["modeled_device"] = profile.name
     return res
 
 

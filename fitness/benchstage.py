@@ -7,7 +7,9 @@ cross-checked against the bench module's own timing. Before the timed rounds, ea
 freshly built engine runs the workload once cold (its warm-up): that run's engine counters
 give the deterministic `modeled_tok_s` of fitness/costmodel.py (`modeled_ratio` = the
 candidate's over the baseline's; `work_*` = the counters behind it), recorded next to the
-interleaved wall-clock `ratio`. The candidate must really be loaded
+interleaved wall-clock `ratio`; option `cost_device` (default "h100", see
+`fitness.costmodel.DEVICES`) names the GPU the model prices it on (`modeled_device`).
+The candidate must really be loaded
 (code hashes), and a tok/s above the workload's physical floor is rejected as a measurement
 error. `quick_bench` runs a prefix of the workload once and rejects a clearly slower one.
 `bench` ends with a content check: the workload once more, greedy, on the candidate, and
@@ -59,14 +61,14 @@ class _Rejected(Exception):
     pass
 
 
-def _cold(llm: Any, wl: Any) -> dict[str, Any]:
+def _cold(llm: Any, wl: Any, cost_device: str = "h100") -> dict[str, Any]:
     """The workload once on a fresh engine: its work counters and modeled time."""
     from fitness.bench import run_workload
 
-    res = run_workload(llm, wl, warmup=False)
+    res = run_workload(llm, wl, warmup=False, cost_device=cost_device)
     if "modeled_tok_s" not in res:
-        raise RuntimeError("the engine reports no kv_tokens_attended counter: the bench's "
-                           "cost model cannot price the run")
+        raise RuntimeError("the engine has no step_observer: the bench's cost model cannot "
+                           "price the run")
     return res
 
 
@@ -77,7 +79,8 @@ def _modeled_metrics(cand: dict[str, Any], base: dict[str, Any]) -> dict[str, An
     out: dict[str, Any] = {"modeled_tok_s": cand["modeled_tok_s"],
                            "modeled_time_s": cand["modeled_time_s"],
                            "modeled_tok_s_baseline": base["modeled_tok_s"],
-                           "modeled_ratio": cand["modeled_tok_s"] / base["modeled_tok_s"]}
+                           "modeled_ratio": cand["modeled_tok_s"] / base["modeled_tok_s"],
+                           "modeled_device": cand["modeled_device"]}
     for who, res in (("", cand), ("_baseline", base)):
         for k in WORK_COUNTERS:
             v = res["steps"] if k == "steps" else res.get(f"stats_{k}")
@@ -187,7 +190,8 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
         return StageResult(stage, "rejected", {}, why, {"loaded": cand.loaded_slots})
     base = build_llm(wl, model=model, runtime=baseline, device=device)
     # The first (cold) run of each fresh engine is the modeled one and the warm-up.
-    cold = {who: _cold(llm, wl) for who, llm in (("cand", cand), ("base", base))}
+    cost_device = str(opts.get("cost_device", "h100"))
+    cold = {who: _cold(llm, wl, cost_device) for who, llm in (("cand", cand), ("base", base))}
     runs: dict[str, list[dict[str, Any]]] = {"cand": [], "base": []}
     try:
         for r in range(repeats):

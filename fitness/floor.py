@@ -6,7 +6,7 @@ nano-vLLM's bench, and the fewest weight reads any schedule can do), the run's b
     weights x (number of decode steps) + KV bytes per token x sum over sequences and steps
     of the context length read,
 and time >= bytes / bandwidth + prefill FLOPs / peak FLOP rate. For Qwen3-0.6B in bf16 on
-`nanovllm-bench` that is ~13.9 TB of KV and ~1.2 TB of weights (../shared/FIELD_NOTES.md):
+`nanovllm-bench` that is ~13.9 TB of KV and ~1.2 TB of weights (docs/SOURCES.md):
 about 25,500 tok/s at an H100's ~3.0 TB/s measured copy bandwidth.
 
 A tok/s above the floor is a measurement error, never a fast candidate: the harness
@@ -34,7 +34,7 @@ DEFAULT_PEAK_FLOPS = 989e12
 _CONFIG_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers",
                 "num_attention_heads", "num_key_value_heads", "vocab_size")
 
-# Qwen3-0.6B (FIELD_NOTES.md), so the floor can be computed without building the model.
+# Qwen3-0.6B (docs/SOURCES.md), so the floor can be computed without building the model.
 QWEN3_0_6B = {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
               "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
               "vocab_size": 151936, "tie_word_embeddings": True}

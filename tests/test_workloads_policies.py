@@ -47,4 +47,9 @@ def test_eviction_choice_moves_modeled_throughput(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert good_hits > bad_hits
-    assert good / bad > 1.05, (good, bad)
+    # Measured 1.056 under the per-step roofline (1.118 under the old linear sum). What
+    # moved: both runs take the same 54 steps, the bad score just recomputes ~2,400 more
+    # prompt tokens in them; the roofline charges a token the layers' GEMMs only (the LM
+    # head, 26% of the old per-token price, runs on sampled rows) and nothing in a step
+    # still bound by the weight read, so recompute costs less than the sum claimed.
+    assert good / bad > 1.04, (good, bad)
