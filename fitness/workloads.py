@@ -5,7 +5,7 @@ engine parameters it needs (`engine_overrides`, e.g. a small KV cache for `kv-pr
 the model it is sized for, and a content hash (sha256 of its canonical JSON) that every
 evaluation records, so two results are only compared when they ran the same requests.
 
-`nanovllm-bench` is exactly nano-vLLM's bench.py workload (see ../shared/FIELD_NOTES.md):
+`nanovllm-bench` is exactly nano-vLLM's bench.py workload (see docs/SOURCES.md):
 random.seed(0); all 256 prompts first, each `randint(100, 1024)` ids of `randint(0, 10000)`;
 then per request `max_tokens = randint(100, 1024)`, temperature 0.6, ignore_eos. Totals:
 142,827 prompt tokens and 133,966 output tokens. Each workload has a `-cpu` variant sized
@@ -37,12 +37,24 @@ class Request:
     max_tokens: int = 64
     ignore_eos: bool = True
     arrival_s: float = 0.0
+    # The realized output length (a trace's): the request stops there as at an EOS. Only
+    # the harness's driver knows it; the engine and its slots see `max_tokens`, the cap a
+    # real server is given. None: the request runs to max_tokens (ignore_eos workloads).
+    output_len: int | None = None
+
+    @property
+    def num_output_tokens(self) -> int:
+        """The tokens this request produces: its realized length, else max_tokens."""
+        return self.max_tokens if self.output_len is None else self.output_len
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical dict form (used for the content hash)."""
-        return {"prompt_token_ids": list(self.prompt_token_ids), "temperature": self.temperature,
-                "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "ignore_eos": self.ignore_eos, "arrival_s": self.arrival_s}
+        d = {"prompt_token_ids": list(self.prompt_token_ids), "temperature": self.temperature,
+             "top_p": self.top_p, "max_tokens": self.max_tokens,
+             "ignore_eos": self.ignore_eos, "arrival_s": self.arrival_s}
+        if self.output_len is not None:  # absent from built-in workloads: hashes unchanged
+            d["output_len"] = self.output_len
+        return d
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,8 @@ class Workload:
 
     @property
     def num_output_tokens(self) -> int:
-        """Total requested output tokens (sum of max_tokens), the numerator of tok/s."""
-        return sum(r.max_tokens for r in self.requests)
+        """Total output tokens (max_tokens, or a trace's realized lengths): tok/s's numerator."""
+        return sum(r.num_output_tokens for r in self.requests)
 
     @property
     def has_arrivals(self) -> bool:
@@ -285,6 +297,9 @@ def get_workload(name: str, seed: int | None = None) -> Workload:
     >>> get_workload("nanovllm-bench").num_output_tokens
     133966
     """
+    if isinstance(name, str) and name.startswith("trace:"):
+        from fitness.traces import load_trace_workload  # a file: read anew (it may change)
+        return load_trace_workload(name)
     if not isinstance(name, str) or name not in WORKLOADS:
         raise ValueError(f"unknown workload {name!r}: expected one of {', '.join(WORKLOADS)}")
     if seed is None:
