@@ -41,7 +41,7 @@ from fitness.static import check_static
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUTS = {"static": 10.0, "contract": 120.0, "correctness": 300.0,
+DEFAULT_TIMEOUTS = {"static": 10.0, "contract": 120.0, "sim": 300.0, "correctness": 300.0,
                     "quick_bench": 300.0, "bench": 1800.0}
 
 
@@ -88,6 +88,9 @@ class Harness:
         self.startup_timeout_s = startup_timeout_s
         self.options = dict(options or {})  # passed to the worker's stages
         self._cache: dict[tuple[str, str, str], StageResult] = {}
+        # the baseline's sim metrics per (baseline, workload hash, sim options): one
+        # simulation of the seed per workload per harness, not one per evaluation
+        self._sim_base: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._oracle: OracleJudge | None = None  # made on first use (loads transformers)
         self._oracle_lock = threading.Lock()  # evaluations may run in several threads
         # prestart: a worker started ahead for the next evaluation (from the second one
@@ -170,7 +173,7 @@ class Harness:
             raise ValueError(f"evaluate(slots=...): unknown slot(s) {unknown}")
         codes = {s: self._code(s, d["slots"][s]["program"]) for s in slots}
         reports = []
-        for i, wl in enumerate(workloads):
+        for wl in workloads:
             whash = self._workload_hash(wl) if benches else None
             reports.append(EvalReport(spec=d, workload=wl, workload_hash=whash,
                                       device=self.device))
@@ -197,7 +200,12 @@ class Harness:
                    "model": model, "workload": workloads[0], "seed": secrets.randbelow(2**31),
                    "baseline": self._resolve(baseline) if baseline is not None else None,
                    "options": {**self.options, "parents": parents or {}}}
+            base_d, sim_base = self._sim_baselines(d, baseline, workloads, model) \
+                if "sim" in benches else ({}, {})
             for res, (stage, i) in zip(self._run_worker(job, names), keys):
+                if stage == "sim":
+                    res = self._sim_ratio(res, d, base_d, workloads[i],
+                                          reports[i].workload_hash, sim_base.get(workloads[i]))
                 reports[i].stages.append(dataclasses.replace(res, stage=stage))
         ran = []
         for r in reports:
@@ -207,6 +215,79 @@ class Harness:
             if r.status != "passed":
                 break
         return ran
+
+    # ------------------------------------------------------------------ sim baselines
+
+    def _sim_key(self, base_d: dict[str, Any], wl: str) -> tuple[str, str, str]:
+        import json
+
+        from fitness.sim import sim_options
+        return (json.dumps(base_d, sort_keys=True), self._workload_hash(wl) or wl,
+                json.dumps(sim_options(self.options), sort_keys=True))
+
+    def _sim_baselines(self, d: dict[str, Any], baseline: Any, workloads: list[str],
+                       model: str) -> tuple[dict[str, Any],
+                                            dict[str, dict[str, Any] | StageResult]]:
+        """The baseline's sim metrics per workload, simulated once in a worker of its own.
+
+        The baseline (the run's seed runtime, else the device default) runs alone, so no
+        candidate code shares its process; when the candidate *is* the baseline its own
+        result fills the cache instead (`_sim_ratio`). A baseline that fails is returned as
+        its StageResult, which the candidate's sim stage then reports.
+        """
+        from runtime_modules.slots import RuntimeSpec
+
+        base_d = self._resolve(baseline if baseline is not None
+                               else RuntimeSpec.default(self.device).to_dict())
+        out: dict[str, dict[str, Any] | StageResult] = {}
+        todo = []
+        for wl in workloads:
+            hit = self._sim_base.get(self._sim_key(base_d, wl))
+            if hit is not None:
+                out[wl] = hit
+            elif base_d != d:
+                todo.append(wl)
+        if todo:
+            names = ["sim"] + [f"sim@{w}" for w in todo[1:]]
+            job = {"stages": names, "spec": base_d, "slots": [], "device": self.device,
+                   "model": model, "workload": todo[0], "seed": secrets.randbelow(2**31),
+                   "baseline": None, "options": dict(self.options)}
+            results = self._run_worker(job, names)
+            for wl, res in zip(todo, results):
+                if res.ok:
+                    self._sim_base[self._sim_key(base_d, wl)] = dict(res.metrics)
+                    out[wl] = dict(res.metrics)
+                else:
+                    out[wl] = res
+            for wl in todo[len(results):]:
+                out[wl] = results[-1]
+        return base_d, out
+
+    def _sim_ratio(self, res: StageResult, d: dict[str, Any], base_d: dict[str, Any],
+                   wl: str, whash: str | None,
+                   base: dict[str, Any] | StageResult | None) -> StageResult:
+        """The candidate's sim result with `modeled_ratio` against the baseline's."""
+        if not res.ok:
+            return res
+        if base is None and base_d == d:  # the baseline itself: its result is the reference
+            base = dict(res.metrics)
+            self._sim_base[self._sim_key(base_d, wl)] = base
+        if isinstance(base, StageResult) or base is None:
+            why = base.error if isinstance(base, StageResult) else "no baseline result"
+            return StageResult("sim", "crashed", res.metrics,
+                               f"sim: the baseline runtime failed on {wl}: {why}",
+                               res.artifacts, res.duration_s)
+        if whash and res.artifacts.get("workload_hash") not in (None, whash):
+            return StageResult("sim", "rejected", res.metrics, f"sim ran workload "
+                               f"{res.artifacts.get('workload_hash')}, not {whash}",
+                               res.artifacts, res.duration_s)
+        m = dict(res.metrics)
+        m["modeled_tok_s_baseline"] = base["modeled_tok_s"]
+        m["modeled_ratio"] = m["modeled_tok_s"] / base["modeled_tok_s"]
+        for k in ("modeled_ttft_p99_s", "modeled_tpot_p99_s", "goodput"):
+            if k in base:
+                m[f"{k}_baseline"] = base[k]
+        return dataclasses.replace(res, metrics=m)
 
     def _static(self, slots: list[str], codes: dict[str, str],
                 parents: dict[str, str]) -> StageResult:

@@ -115,6 +115,9 @@ def preimport(stages: list[str]) -> None:
              "fitness.contracts_kernels", "runtime_modules", "runtime_modules.engine", "runtime_modules.llm",
              "runtime_modules.slots", "runtime_modules.programs", "runtime_modules.reference",
              "runtime_modules.block_manager", "runtime_modules.sequence", "torch"]
+    if "sim" in stages:
+        names += ["fitness.sim", "fitness.costmodel", "fitness.workloads", "fitness.traces",
+                  "fitness.correctness", "runtime_modules.models"]
     if {"correctness", "quick_bench", "bench"} & set(stages):
         names += ["fitness.correctness", "fitness.benchstage", "fitness.bench", "fitness.floor",
                   "fitness.workloads", "runtime_modules.models"]

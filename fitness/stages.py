@@ -82,6 +82,12 @@ def stage_contract(ctx: WorkerContext) -> StageResult:
     return StageResult("contract", "passed", metrics)
 
 
+def stage_sim(ctx: WorkerContext) -> StageResult:
+    """The whole engine at full size with a runner that skips the forward pass, modeled."""
+    from fitness.sim import run_sim_stage
+    return run_sim_stage(ctx)
+
+
 def stage_correctness(ctx: WorkerContext) -> StageResult:
     """The whole engine with this runtime against the transformers oracle."""
     from fitness.correctness import check_correctness
@@ -109,6 +115,7 @@ def stage_static(ctx: WorkerContext) -> StageResult:
 WORKER_STAGES: dict[str, Callable[[WorkerContext], StageResult]] = {
     "static": stage_static,
     "contract": stage_contract,
+    "sim": stage_sim,
     "correctness": stage_correctness,
     "quick_bench": stage_quick_bench,
     "bench": stage_bench,
