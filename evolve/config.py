@@ -22,9 +22,10 @@ from typing import Any, Union
 
 import yaml
 
+from fitness.result import STAGES
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
 
-STAGE_NAMES = ("static", "contract", "correctness", "quick_bench", "bench")
+STAGE_NAMES = STAGES  # one list of stages: the harness's
 
 
 class ConfigError(ValueError):
@@ -100,6 +101,21 @@ class SelectionConfig:
 
 
 @dataclass(frozen=True)
+class ConfirmConfig:
+    """Multi-fidelity: which children selected in `sim` are confirmed on the real engine."""
+
+    # beats_parent: the child's sim objective beats its parent's (the seed is always
+    # confirmed); top_k: it is among its island's top_k; always; never (sim only: nothing
+    # can then be called best, since best needs `correctness`)
+    when: str = _opt("beats_parent", choices=("beats_parent", "top_k", "always", "never"))
+    top_k: int = _opt(2, check=_pos, expect="a positive integer")
+    # the workloads of the real-engine stages (correctness, quick_bench, bench); default:
+    # evaluation.workloads. Full-size workloads in sim, their -cpu versions here on a CPU.
+    workloads: list[str] | None = _opt(None, check=lambda v: len(v) > 0,  # noqa: RUF009
+                                       expect="a non-empty list of workload names or null")
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     """How each child is scored by the fitness harness."""
 
@@ -116,6 +132,7 @@ class EvaluationConfig:
     timeouts: dict[str, float] = _opt({}, check=lambda d: all(  # noqa: RUF009
         k in STAGE_NAMES and t > 0 for k, t in d.items()),
         expect=f"a mapping of stage name {list(STAGE_NAMES)} to seconds > 0")
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
 
 
 @dataclass(frozen=True)
@@ -330,9 +347,9 @@ def _check_whole(cfg: RunConfig, src: str) -> None:
     if cfg.selection.elitism > cfg.islands.population_size:
         raise ConfigError(f"{src}: selection.elitism must be <= islands.population_size "
                           f"({cfg.islands.population_size}), got {cfg.selection.elitism}")
-    if "bench" not in cfg.evaluation.stages:
-        raise ConfigError(f"{src}: evaluation.stages must include 'bench' (fitness comes from "
-                          f"it), got {cfg.evaluation.stages}")
+    if not {"bench", "sim"} & set(cfg.evaluation.stages):
+        raise ConfigError(f"{src}: evaluation.stages must include 'sim' or 'bench' (fitness "
+                          f"comes from them), got {cfg.evaluation.stages}")
     llm_ops = [n for n, o in cfg.operators.items() if n.startswith("llm") and o.weight > 0]
     if llm_ops and not cfg.llm.models:
         raise ConfigError(f"{src}: operators {llm_ops} need llm.models (a mapping of model name "

@@ -38,7 +38,7 @@ from evolve.population import (
     load_state,
     record_result,
 )
-from evolve.scoring import ChildResult, score_runtime
+from evolve.scoring import ChildResult, Confirm, score_runtime
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,36 @@ class Controller(ChildrenMixin):
                              baseline=seed.spec,  # the seed too: its ratio shows the noise
                              runtime_id=runtime_id, run_id=self.run_id,
                              model=cfg.evaluation.model, device=self.device,
-                             parents=self._parent_code.get(runtime_id))
+                             parents=self._parent_code.get(runtime_id),
+                             confirm=Confirm(cfg.evaluation.confirm.workloads
+                                             or cfg.evaluation.workloads,
+                                             lambda m: self._worth_confirming(runtime_id, m)))
+
+    def _worth_confirming(self, runtime_id: int, metrics: dict[str, Any]) -> bool:
+        """Multi-fidelity gate: does this child's sim score earn the real engine's stages?"""
+        c = self.cfg.evaluation.confirm
+        if c.when in ("always", "never"):
+            return c.when == "always"
+        if runtime_id == self.st.seed_runtime_id:
+            return True  # the reference every ratio is read against
+        values = sel.fitness_values(metrics, self.objectives)
+        if values is None:
+            return False
+        sign = self.objectives[0][1]
+        mine = sign * values[0]
+        members = list(self.st.members.values())  # a snapshot: the main thread adds to it
+        if c.when == "beats_parent":
+            parent = next((p for p, role in self.st.edges.get(runtime_id, ())
+                           if role == "parent"), None)
+            pm = self.st.members.get(parent) if parent is not None else None
+            pv = sel.fitness_values(pm.metrics, self.objectives) if pm and pm.passed else None
+            return pv is None or mine > sign * pv[0]
+        island = self.st.members[runtime_id].island
+        others = sorted((sign * v[0] for m in members
+                         if m.island == island and m.passed and m.runtime_id != runtime_id
+                         and (v := sel.fitness_values(m.metrics, self.objectives))),
+                        reverse=True)
+        return len(others) < c.top_k or mine > others[c.top_k - 1]
 
     def _on_result(self, runtime_id: int, eval_id: int, res: ChildResult) -> None:
         row = self.store.complete_evaluation(eval_id, res.status, metrics=res.metrics,
@@ -321,9 +350,10 @@ class Controller(ChildrenMixin):
         st, (metric, sign) = self.st, self.objectives[0]
         seed = st.members.get(st.seed_runtime_id)
         seed_v = seed.metrics.get(metric) if seed and seed.passed else None
+        # best: only runtimes that passed `correctness` (a sim-only score is not enough)
         best = max((m for m in sel.eligible(list(st.members.values()), self.objectives)
-                    if m.score_from is None), key=lambda m: sign * m.metrics[metric],
-                   default=None)
+                    if m.score_from is None and m.metrics.get("confirmed", 1)),
+                   key=lambda m: sign * m.metrics[metric], default=None)
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         return {"done": st.done, "budget": self.cfg.budget.max_evaluations, "metric": metric,
                 "best": best.metrics[metric] if best else None,

@@ -14,10 +14,12 @@ deterministic, so the right objective for scheduler and cache-policy searches on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,14 +92,65 @@ def _reports(harness: Any, spec: dict[str, Any], stages: list[str], workloads: l
     return out
 
 
+ENGINE_STAGES = ("correctness", "quick_bench", "bench")  # the real engine's stages
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """Multi-fidelity: the real-engine stages' workloads, and which sim results earn them."""
+
+    workloads: list[str]
+    gate: Callable[[dict[str, Any]], bool]
+
+
 def score_runtime(harness: Any, spec: dict[str, Any], stages: list[str], workloads: list[str],
                   baseline: dict[str, Any] | None, runtime_id: int | None, run_id: int | None,
                   model: str, device: str | None = None,
-                  parents: dict[str, str] | None = None) -> ChildResult:
+                  parents: dict[str, str] | None = None,
+                  confirm: Confirm | None = None) -> ChildResult:
     """Evaluate `spec` with `harness` on every workload; never raises (a crash is a status).
 
     `parents` maps each changed slot to its parent's code, for the EVOLVE-BLOCK check.
+    With `sim` among the stages, the fitness is the simulation's (`fidelity: sim`): the
+    stages up to `sim` run on `workloads`; the real engine's stages (correctness, bench)
+    then run on `confirm.workloads` only when `confirm.gate(sim metrics)` says so. A child
+    that fails them fails; one that passes is `confirmed` (its engine metrics recorded as
+    `confirm_*`); one not sent is recorded with `confirmed: 0`, usable as a parent but
+    never ranked best (population_db's leaderboard needs `correctness`).
     """
+    if "sim" not in stages:
+        res = _score(harness, spec, stages, workloads, baseline, runtime_id, run_id, model,
+                     device, parents)
+        if res.status == "passed":
+            res.metrics["fidelity"] = "engine"
+        return res
+    first = [s for s in stages if s not in ENGINE_STAGES]
+    rest = [s for s in stages if s in ENGINE_STAGES]
+    res = _score(harness, spec, first, workloads, baseline, runtime_id, run_id, model, device,
+                 parents)
+    if res.status != "passed":
+        return res
+    res.metrics["fidelity"] = "sim"
+    if not rest or confirm is None or not confirm.gate(res.metrics):
+        res.metrics["confirmed"] = 0
+        return res
+    conf = _score(harness, spec, rest, confirm.workloads, baseline, runtime_id, run_id, model,
+                  device, parents)
+    total = res.duration_s + conf.duration_s
+    if conf.status != "passed":
+        return dataclasses.replace(conf, duration_s=total,
+                                   metrics={**res.metrics, "confirmed": 0})
+    metrics = dict(res.metrics)
+    for k, v in conf.metrics.items():
+        metrics[f"confirm_{k}"] = v
+    metrics["confirmed"] = 1
+    return dataclasses.replace(res, metrics=metrics, duration_s=total)
+
+
+def _score(harness: Any, spec: dict[str, Any], stages: list[str], workloads: list[str],
+           baseline: dict[str, Any] | None, runtime_id: int | None, run_id: int | None,
+           model: str, device: str | None, parents: dict[str, str] | None) -> ChildResult:
+    """One fidelity's stages on every workload, aggregated (see `score_runtime`)."""
     t0 = time.monotonic()
     per: dict[str, dict[str, Any]] = {}
     dev = device

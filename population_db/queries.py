@@ -1,6 +1,9 @@
 """Read-side queries of the Store: leaderboard, best runtime, counts, evaluation look-ups.
 
 A runtime's score is the `metric` of its latest passed `bench` evaluation (CONTRACTS.md).
+A multi-fidelity run's child scored in `sim` but not confirmed on the real engine
+(`metrics.confirmed == 0`) has no score here: nothing is ranked, exported or tuned as best
+without having passed `correctness`.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from population_db.base import IN_CHUNK, StoreBase
@@ -30,6 +33,7 @@ class QueryMixin(StoreBase):
         """Subquery: per runtime of a run, its latest passed `full` evaluation (else its
         latest passed `bench` evaluation), with its score."""
         full_first = case((Evaluation.stage == SCORE_STAGES[0], 0), else_=1)
+        confirmed = Evaluation.metrics["confirmed"].as_float()
         rn = func.row_number().over(partition_by=Evaluation.runtime_id,
                                     order_by=(full_first, Evaluation.id.desc()))
         q = (select(Evaluation.id.label("eval_id"), Evaluation.runtime_id,
@@ -37,7 +41,9 @@ class QueryMixin(StoreBase):
                     rn.label("rn"))
              .join(Runtime, Runtime.id == Evaluation.runtime_id)
              .where(Runtime.run_id == run_id, Evaluation.stage.in_(SCORE_STAGES),
-                    Evaluation.status == "passed"))
+                    Evaluation.status == "passed",
+                    # a score from `sim` alone never ranks: best needs `correctness`
+                    or_(confirmed.is_(None), confirmed == 1)))
         if ids is not None:
             q = q.where(Evaluation.runtime_id.in_(list(ids)))
         return q.subquery()

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"operators": {"gp": 0}}, "needs at least one operator with weight > 0"),
     ({"operators": {"llm-diff": 1}}, "need llm.models"),
     ({"llm": {"prices": {"m": [1.0]}}}, "llm.prices must be a mapping of model name to"),
-    ({"evaluation": {"stages": ["static", "contract"]}}, "must include 'bench'"),
+    ({"evaluation": {"stages": ["static", "contract"]}}, "must include 'sim' or 'bench'"),
     ({"evaluation": {"timeouts": {"bnch": 5}}}, "evaluation.timeouts must be a mapping"),
     ({"stagnation": {"action": "panic"}}, "stagnation.action must be one of ['stop', 'reseed']"),
     ({"islands": {"count": 0}}, "islands.count must be a positive integer, got 0"),

@@ -92,9 +92,13 @@ def leaderboard_rows(store: Store, run: str, metric: str | None, limit: int,
         raise UsageError(str(e)) from None
     rows = []
     for b in board:
-        row = {"rank": b.rank, "runtime": f"r{b.runtime.id}", metric: b.score}
+        m = b.metrics or {}
+        row = {"rank": b.rank, "runtime": f"r{b.runtime.id}", metric: b.score,
+               # which fidelity made the score: `sim` (confirmed on the real engine, or it
+               # would not be ranked) or `engine`
+               "fidelity": m.get("fidelity", "engine")}
         if metric != "tok_s":  # wall-clock throughput alongside, always
-            row["tok_s"] = (b.metrics or {}).get("tok_s")
+            row["tok_s"] = m.get("tok_s", m.get("confirm_tok_s"))
         row.update({"island": b.runtime.island, "generation": b.runtime.generation,
                     "operator": b.runtime.operator, "evaluation": f"e{b.evaluation_id}",
                     "created_at": b.runtime.created_at})
