@@ -13,7 +13,8 @@ import sys
 
 from evolve.cli.common import CheckFailed, UsageError
 
-VERB_MODULES = ("db", "eval", "bench", "run", "tune", "export", "compare", "seeds")
+VERB_MODULES = ("db", "eval", "bench", "run", "tune", "export", "compare", "seeds",
+                "workloads")
 
 
 def build_parser(verbs: tuple[str, ...] = VERB_MODULES) -> argparse.ArgumentParser:
