@@ -4,7 +4,10 @@ Blocks hold `block_size` tokens of KV. A full block whose KV is computed gets a 
 (hash of the previous block's hash and its own token ids), so a later sequence with the same
 prefix can reuse it. Freed blocks keep their contents until overwritten; which free block
 is overwritten next is the `cache_policy` slot's choice (`evict`). The narrow interface a
-scheduler uses: `num_cached_prefix_tokens / can_allocate / allocate / preempt / free`.
+scheduler uses: `num_cached_prefix_tokens / can_allocate / allocate / preempt / free`,
+plus cheap read-only features for policies: `prefix_hashes`, `cached_prefix_blocks` and
+`waiting_refs` (how many waiting requests' prompts contain a cached block). A cache policy
+with a `bind(view)` method is given a `CacheView` of those at construction.
 """
 
 from __future__ import annotations
@@ -26,6 +29,29 @@ class BlockInfo:
     allocated_at: int  # engine step when its current contents were started
     freed_at: int      # engine step when it became free
     now: int           # current engine step
+
+
+class CacheView:
+    """What a cache policy may read from the block manager (read-only, O(1) per call)."""
+
+    __slots__ = ("_bm",)
+
+    def __init__(self, bm: BlockManager):
+        self._bm = bm
+
+    def waiting_refs(self, block_id: int) -> int:
+        """Waiting requests whose prompt contains the cached prefix block `block_id`."""
+        return self._bm.waiting_refs(block_id)
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks no sequence uses (free, or holding an evictable cached prefix)."""
+        return self._bm.num_free_blocks
+
+    @property
+    def num_blocks(self) -> int:
+        """All KV blocks."""
+        return self._bm.num_blocks
 
 
 class CachePolicyError(RuntimeError):
@@ -53,8 +79,17 @@ class BlockManager:
         self.now = 0
         self.prefix_hit_tokens = 0
         self.num_preemptions = 0
+        # chained block hash -> waiting requests whose prompt has that block (engine-fed)
+        self._waiting_refs: dict[int, int] = {}
+        self._tracked: dict[int, list[int]] = {}  # seq_id -> the hashes counted for it
+        self._engine_seqs: set[int] = set()  # sequences the engine tracks, until finished
+        self._evictions = 0  # cached blocks overwritten so far (invalidates prefix memos)
+        self._prefix_memo: dict[int, tuple[int, int]] = {}  # seq_id -> (evictions, blocks)
         for b in range(num_blocks):
             policy.add(BlockInfo(b, False, 0, 0, 0, 0, 0))
+        bind = getattr(policy, "bind", None)
+        if callable(bind):
+            bind(CacheView(self))
 
     # ------------------------------------------------------------------ scheduler interface
 
@@ -68,6 +103,61 @@ class BlockManager:
         if seq.block_table:
             return 0
         return len(self._hits(seq)) * self.block_size
+
+    def prefix_hashes(self, seq: Sequence) -> list[int]:
+        """Chained hashes of `seq`'s full blocks except the last token's (cached on `seq`)."""
+        return self._block_hashes(seq, (seq.num_tokens - 1) // self.block_size)
+
+    def cached_prefix_blocks(self, seq: Sequence) -> int:
+        """Leading full blocks of `seq` whose hash is in the prefix cache now (a feature:
+        unlike `num_cached_prefix_tokens`, tokens are not compared, so a hash collision
+        would count; the engine's own hits still compare them)."""
+        if not self.enable_prefix_caching:
+            return 0
+        # Memo per sequence: while no cached block was evicted, blocks only join the cache,
+        # so the count can only grow and the walk resumes where it stopped (exact).
+        memo = self._prefix_memo.get(seq.seq_id)
+        n = memo[1] if memo is not None and memo[0] == self._evictions else 0
+        table, hashes = self.hash_to_block, self.prefix_hashes(seq)
+        m = (seq.num_tokens - 1) // self.block_size
+        while n < m and hashes[n] in table:
+            n += 1
+        self._prefix_memo[seq.seq_id] = (self._evictions, n)
+        return n
+
+    def waiting_refs(self, block_id: int) -> int:
+        """How many waiting requests' prompts contain the cached block `block_id` (0 if it
+        holds no reusable prefix)."""
+        h = self.block_hash[block_id]
+        return self._waiting_refs.get(h, 0) if h is not None else 0
+
+    def track_waiting(self, seq: Sequence) -> None:
+        """Engine: `seq` waits (new or preempted): count its prefix blocks as wanted."""
+        if not self.enable_prefix_caching or seq.seq_id in self._tracked:
+            return
+        self._engine_seqs.add(seq.seq_id)
+        hashes = list(self.prefix_hashes(seq))
+        refs = self._waiting_refs
+        for h in hashes:
+            refs[h] = refs.get(h, 0) + 1
+        self._tracked[seq.seq_id] = hashes
+
+    def forget(self, seq: Sequence) -> None:
+        """Engine: `seq` finished (after `free`): stop tracking it."""
+        self._untrack(seq)
+        self._prefix_memo.pop(seq.seq_id, None)
+        self._engine_seqs.discard(seq.seq_id)
+
+    def _untrack(self, seq: Sequence) -> None:
+        hashes = self._tracked.pop(seq.seq_id, None)
+        if hashes:
+            refs = self._waiting_refs
+            for h in hashes:
+                c = refs[h] - 1
+                if c:
+                    refs[h] = c
+                else:
+                    del refs[h]
 
     def can_allocate(self, seq: Sequence, n: int) -> bool:
         """Whether `allocate(seq, n)` would succeed now."""
@@ -97,6 +187,8 @@ class BlockManager:
             return False
         if seq.num_computed_tokens:
             raise RuntimeError(f"{seq}: has computed tokens but no blocks")
+        if self._tracked:
+            self._untrack(seq)  # admitted: no longer waiting
         hits = self._hits(seq)
         for b in hits:
             if self.ref_count[b] == 0:
@@ -119,6 +211,8 @@ class BlockManager:
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
         self.num_preemptions += 1
+        if seq.seq_id in self._engine_seqs:
+            self.track_waiting(seq)  # waiting again: its prompt is wanted again
 
     def free(self, seq: Sequence) -> None:
         """Release `seq`'s blocks (cached contents stay reusable until evicted)."""
@@ -211,6 +305,7 @@ class BlockManager:
                 f"free block id in [0, {self.num_blocks})")
         h = self.block_hash[b]
         if h is not None:
+            self._evictions += 1
             if self.hash_to_block.get(h) == b:
                 del self.hash_to_block[h]
             self.block_hash[b] = self.block_tokens[b] = None

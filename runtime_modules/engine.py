@@ -66,6 +66,7 @@ class Engine:
     def add_sequence(self, seq: Sequence) -> None:
         """Queue a new sequence."""
         self.live[seq.seq_id] = seq
+        self.block_manager.track_waiting(seq)  # read-only features for policies
         self._call("add", seq)
 
     def has_unfinished(self) -> bool:
@@ -192,6 +193,7 @@ class Engine:
         for seq in finished:
             seq.finish_time = now
             bm.free(seq)
+            bm.forget(seq)
             seq.status = FINISHED
             del self.live[seq.seq_id]
             self.runner.release(seq)

@@ -1,5 +1,8 @@
 """`gp`: DEAP genetic programming over a seed's GP_TARGET expression, no LLM needed.
 
+A module with several GP targets (GP_TARGET a tuple: one function per decision) has one
+of them, drawn with the context's rng, varied per proposal.
+
 The parent's `return <expr>` (see `gp_tree`) becomes a DEAP PrimitiveTree; one DEAP
 variation is applied (mutUniform, mutNodeReplacement, mutEphemeral, mutShrink, or
 cxOnePoint with the second parent's tree when there is one with the same target); the
@@ -61,9 +64,10 @@ class GPOperator:
 
     def _propose(self, ctx: MutationContext) -> Proposal | Rejected:
         parent = ctx.parent.code
-        target = gp_tree.find_target(parent)
-        pset = gp_tree.primitive_set(target.args)
         rng = random.Random(ctx.rng.getrandbits(64))
+        targets = gp_tree.find_targets(parent)
+        target = targets[0] if len(targets) == 1 else rng.choice(targets)  # one decision
+        pset = gp_tree.primitive_set(target.args)
         with _DEAP_LOCK:
             tree = gp_tree.to_tree(target.expr, pset)
             other = self._other_tree(ctx, target, pset)
@@ -102,7 +106,7 @@ class GPOperator:
         if sp is None or sp.code == ctx.parent.code:
             return None
         try:
-            t2 = gp_tree.find_target(sp.code)
+            t2 = gp_tree.find_target(sp.code, target.function)
         except gp_tree.GPError:
             return None
         if (t2.function, t2.args) != (target.function, target.args):

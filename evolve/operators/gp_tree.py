@@ -1,6 +1,7 @@
 """Between Python source and DEAP GP trees: find a seed's GP target, parse, render.
 
-A GP-ready module says `GP_TARGET = "<function name>"`; that function's body is one
+A GP-ready module says `GP_TARGET = "<function name>"` (or a tuple of names: every decision
+of a policy, e.g. admission order and preemption victim); each such function's body is one
 `return <expr>` inside an EVOLVE-BLOCK (a docstring may precede it). The expression may use
 the function's arguments, numbers, `+ - * /`, unary minus, `max`, `min` and `float(x)`;
 division becomes GP's protected division, rendered as
@@ -66,20 +67,41 @@ class GPTarget:
     indent: str
 
 
-def find_target(code: str) -> GPTarget:
-    """Locate GP_TARGET's single `return <expr>` inside an EVOLVE-BLOCK."""
+def target_names(code: str) -> tuple[str, ...]:
+    """The function names GP_TARGET gives (a string or a tuple/list of strings)."""
     try:
         tree = ast.parse(code)
     except SyntaxError as e:
         raise GPError(f"the parent does not parse (line {e.lineno}: {e.msg})") from None
-    name = None
+    names: tuple[str, ...] | None = None
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "GP_TARGET"
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
-            name = node.value.value
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "GP_TARGET"):
+            v = node.value
+            if isinstance(v, ast.Constant) and isinstance(v.value, str):
+                names = (v.value,)
+            elif isinstance(v, (ast.Tuple, ast.List)) and v.elts and all(
+                    isinstance(e, ast.Constant) and isinstance(e.value, str) for e in v.elts):
+                names = tuple(e.value for e in v.elts)
+    if names is None:
+        raise GPError("the module has no GP_TARGET = \"<function name>\" (or tuple of names) "
+                      "assignment")
+    return names
+
+
+def find_targets(code: str) -> list[GPTarget]:
+    """Every GP_TARGET function's `return <expr>`, in GP_TARGET's order."""
+    return [find_target(code, name) for name in target_names(code)]
+
+
+def find_target(code: str, name: str | None = None) -> GPTarget:
+    """Locate GP_TARGET's (or the named target's) single `return <expr>` in an EVOLVE-BLOCK."""
+    names = target_names(code)
     if name is None:
-        raise GPError("the module has no GP_TARGET = \"<function name>\" assignment")
+        name = names[0]
+    elif name not in names:
+        raise GPError(f"{name!r} is not one of GP_TARGET {list(names)}")
+    tree = ast.parse(code)
     funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
     if not funcs:
         raise GPError(f"GP_TARGET names {name!r}, but there is no module-level def {name}")

@@ -1,0 +1,164 @@
+"""The features the evolvable policy seeds read are what they claim, on constructed block
+manager states; with their seed expressions the new seeds behave as the old ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fitness.sim import simulate
+from fitness.workloads import get_workload
+from runtime_modules.block_manager import BlockManager, CacheView
+from runtime_modules.config import SchedulerConfig
+from runtime_modules.sequence import SamplingParams, Sequence, SequenceStatus
+from runtime_modules.slots import load_slot
+
+BS = 4
+
+
+class _Fifo:
+    def __init__(self, n: int) -> None:
+        self.free: dict[int, None] = {}
+        self.view: CacheView | None = None
+
+    def bind(self, view: CacheView) -> None:
+        self.view = view
+
+    def add(self, block) -> None:
+        self.free[block.block_id] = None
+
+    def remove(self, block_id: int) -> None:
+        del self.free[block_id]
+
+    def evict(self) -> int:
+        b = next(iter(self.free))
+        del self.free[b]
+        return b
+
+
+def _run_prefill(bm: BlockManager, seq: Sequence) -> None:
+    """Admit `seq` whole and compute its prompt (as the engine would)."""
+    n = seq.num_tokens - bm.num_cached_prefix_tokens(seq)
+    assert bm.allocate(seq, n)
+    seq.status = SequenceStatus.RUNNING
+    seq.num_computed_tokens += n
+    bm.commit(seq)
+
+
+PREFIX = list(range(100, 112))  # three full blocks
+
+
+def test_cached_prefix_blocks_counts_leading_cached_blocks_and_notices_evictions() -> None:
+    bm = BlockManager(6, BS, _Fifo(6))
+    a = Sequence(PREFIX + [1, 2], SamplingParams())
+    b = Sequence(PREFIX + [7, 8, 9], SamplingParams())
+    assert bm.cached_prefix_blocks(b) == 0
+    _run_prefill(bm, a)  # 14 tokens: 4 blocks, 3 full and hashed
+    assert bm.cached_prefix_blocks(b) == 3
+    assert bm.cached_prefix_blocks(b) * BS == bm.num_cached_prefix_tokens(b)
+    bm.free(a)  # cached contents stay until overwritten
+    assert bm.cached_prefix_blocks(b) == 3
+    c = Sequence(list(range(500, 515)), SamplingParams())  # needs 4 blocks: evicts FIFO
+    _run_prefill(bm, c)
+    assert bm.cached_prefix_blocks(b) == bm.num_cached_prefix_tokens(b) // BS < 3
+
+
+def test_waiting_refs_follow_waiting_requests_through_admission_and_preemption() -> None:
+    policy = _Fifo(12)
+    bm = BlockManager(12, BS, policy)
+    assert isinstance(policy.view, CacheView)
+    a = Sequence(PREFIX + [1], SamplingParams())
+    _run_prefill(bm, a)
+    head = a.block_table[0]
+    assert policy.view.waiting_refs(head) == 0
+    w1 = Sequence(PREFIX + [5], SamplingParams())
+    w2 = Sequence(PREFIX[:8] + [9, 9, 9, 9, 9], SamplingParams())
+    bm.track_waiting(w1)
+    bm.track_waiting(w2)
+    assert policy.view.waiting_refs(head) == 2  # both prompts start with that block
+    assert policy.view.waiting_refs(a.block_table[2]) == 1  # only w1 has the third block
+    _run_prefill(bm, w1)  # admitted: no longer waiting
+    assert policy.view.waiting_refs(head) == 1
+    bm.preempt(w1)  # waiting again
+    assert policy.view.waiting_refs(head) == 2
+    bm.forget(w1)
+    assert policy.view.waiting_refs(head) == 1
+    assert policy.view.num_blocks == 12 and policy.view.num_free_blocks == bm.num_free_blocks
+
+
+def _variant(tmp: Path, seed: str, fn: str, expr: str) -> object:
+    src = Path(seed).read_text()
+    start = src.index(f"def {fn}(")
+    ret = src.index("    return ", start)
+    end = src.index("\n", ret)
+    path = tmp / f"{fn}_variant.py"
+    path.write_text(src[:ret] + f"    return {expr}" + src[end:])
+    return load_slot("scheduler", f"file:{path}").obj
+
+
+def _scheduler(cls: type, blocks: int = 64, **kw):
+    cfg = SchedulerConfig(8, 256, 256, BS, blocks)
+    bm = BlockManager(blocks, BS, _Fifo(blocks))
+    return cls(cfg, bm, **kw), bm
+
+
+def _step(sched, bm: BlockManager) -> list:
+    batch = sched.schedule()
+    for seq, n in batch:
+        seq.num_computed_tokens += n
+        bm.commit(seq)
+        if seq.num_computed_tokens == seq.num_tokens:
+            seq.token_ids.append(7)  # the token sampled at the end of its prompt / decode
+    return batch
+
+
+def test_inflight_sees_a_prefix_another_sequence_is_computing(tmp_path: Path) -> None:
+    # defer while a running sequence computes this request's prefix
+    cls = _variant(tmp_path, "seeds/scheduler/policy.py", "defer", "inflight - 1.0")
+    sched, bm = _scheduler(cls, chunk_size=4)  # 4-token chunks: a prompt takes steps
+    a = Sequence(PREFIX + [1], SamplingParams(max_tokens=4))
+    b = Sequence(PREFIX + [2], SamplingParams(max_tokens=4))
+    sched.add(a)
+    _step(sched, bm)  # a admitted, computing its first chunk
+    sched.add(b)
+    assert sched._prefix(b)[1] >= 1  # its prefix blocks are in flight
+    waited = 0
+    while sched._prefix(b)[1] > 0:  # b waits while part of its prefix is being computed
+        batch = _step(sched, bm)
+        assert all(s is a for s, _ in batch), "b ran while a computed the shared prefix"
+        waited += 1
+    assert waited >= 2
+    batch = _step(sched, bm)  # the whole prefix is cached now: b comes in with its hits
+    assert any(s is b for s, _ in batch)
+    assert b.num_cached_tokens == 12
+
+
+def test_victim_decides_which_running_sequence_is_preempted(tmp_path: Path) -> None:
+    for expr, want in (("-age", "newest"), ("age", "oldest")):
+        cls = _variant(tmp_path, "seeds/scheduler/policy.py", "victim", expr)
+        sched, bm = _scheduler(cls, blocks=7)  # three 2-block prompts, one spare block
+        seqs = []
+        for i in range(3):
+            s = Sequence([10 * i + j for j in range(7)], SamplingParams(max_tokens=40))
+            sched.add(s)
+            seqs.append(s)
+            _step(sched, bm)  # one admitted per step: ages differ
+        for _ in range(100):
+            if any(s.num_preemptions for s in seqs):
+                break
+            _step(sched, bm)
+        out = next(s for s in seqs if s.num_preemptions)
+        assert out is (seqs[-1] if want == "newest" else seqs[0]), expr
+
+
+@pytest.mark.parametrize("workload", ["shared-prefix-cpu", "kv-pressure-cpu", "kv-pressure"])
+def test_the_policy_seeds_start_out_as_the_priority_and_scored_seeds(workload: str) -> None:
+    wl = get_workload(workload)
+    old = {"scheduler": {"program": "seed:scheduler/priority"},
+           "cache_policy": {"program": "seed:cache_policy/scored", "params": {"window": 16}}}
+    new = {"scheduler": {"program": "seed:scheduler/policy", "params": {"lookahead": 1024}},
+           "cache_policy": {"program": "seed:cache_policy/aware", "params": {"window": 16}}}
+    a, b = simulate({"slots": old}, wl), simulate({"slots": new}, wl)
+    assert {k: v for k, v in a.items() if k.startswith("work_")} == \
+        {k: v for k, v in b.items() if k.startswith("work_")}
