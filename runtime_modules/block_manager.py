@@ -83,8 +83,12 @@ class BlockManager:
         self._waiting_refs: dict[int, int] = {}
         self._tracked: dict[int, list[int]] = {}  # seq_id -> the hashes counted for it
         self._engine_seqs: set[int] = set()  # sequences the engine tracks, until finished
-        self._evictions = 0  # cached blocks overwritten so far (invalidates prefix memos)
-        self._prefix_memo: dict[int, tuple[int, int]] = {}  # seq_id -> (evictions, blocks)
+        # Prefix-chain index for `cached_prefix_blocks`: a hash names its whole prefix, so
+        # "every block of the chain up to this one is cached" is a property of the hash
+        # (`_whole`); parents and cached children let commits and evictions keep it.
+        self._whole: set[int] = set()
+        self._parent: dict[int, int] = {}  # cached hash -> its chain's previous hash
+        self._children: dict[int, set[int]] = {}  # hash -> cached hashes that follow it
         for b in range(num_blocks):
             policy.add(BlockInfo(b, False, 0, 0, 0, 0, 0))
         bind = getattr(policy, "bind", None)
@@ -114,16 +118,16 @@ class BlockManager:
         would count; the engine's own hits still compare them)."""
         if not self.enable_prefix_caching:
             return 0
-        # Memo per sequence: while no cached block was evicted, blocks only join the cache,
-        # so the count can only grow and the walk resumes where it stopped (exact).
-        memo = self._prefix_memo.get(seq.seq_id)
-        n = memo[1] if memo is not None and memo[0] == self._evictions else 0
-        table, hashes = self.hash_to_block, self.prefix_hashes(seq)
-        m = (seq.num_tokens - 1) // self.block_size
-        while n < m and hashes[n] in table:
-            n += 1
-        self._prefix_memo[seq.seq_id] = (self._evictions, n)
-        return n
+        # "blocks 0..i all cached" is monotone in i: binary search, O(log blocks)
+        hashes, whole = self.prefix_hashes(seq), self._whole
+        lo, hi = 0, (seq.num_tokens - 1) // self.block_size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if hashes[mid] in whole:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def waiting_refs(self, block_id: int) -> int:
         """How many waiting requests' prompts contain the cached block `block_id` (0 if it
@@ -145,7 +149,6 @@ class BlockManager:
     def forget(self, seq: Sequence) -> None:
         """Engine: `seq` finished (after `free`): stop tracking it."""
         self._untrack(seq)
-        self._prefix_memo.pop(seq.seq_id, None)
         self._engine_seqs.discard(seq.seq_id)
 
     def _untrack(self, seq: Sequence) -> None:
@@ -247,8 +250,38 @@ class BlockManager:
                 self.block_hash[b] = h
                 self.block_tokens[b] = tuple(toks[i * bs:(i + 1) * bs])
                 self._version += 1
+                self._link(h, hashes[i - 1] if i else None)
             # else: the same prefix is already cached in another block; keep that one
         seq.num_hashed_blocks = full
+
+    def _link(self, h: int, parent: int | None) -> None:
+        """A block of hash `h` joined the cache: index it, and mark what became whole."""
+        if parent is not None:
+            self._parent[h] = parent
+            self._children.setdefault(parent, set()).add(h)
+        if parent is None or parent in self._whole:
+            stack = [h]
+            while stack:  # this block and its cached descendants are whole now
+                x = stack.pop()
+                if x not in self._whole:
+                    self._whole.add(x)
+                    stack.extend(self._children.get(x, ()))
+
+    def _unlink(self, h: int) -> None:
+        """The block of hash `h` left the cache: it and its descendants are not whole."""
+        parent = self._parent.pop(h, None)
+        if parent is not None:
+            kids = self._children.get(parent)
+            if kids is not None:
+                kids.discard(h)
+                if not kids:
+                    del self._children[parent]
+        stack = [h]
+        while stack:
+            x = stack.pop()
+            if x in self._whole:
+                self._whole.discard(x)
+                stack.extend(self._children.get(x, ()))
 
     def check_invariants(self, live: list[Sequence]) -> None:
         """Assert ref counts match the block tables of `live` sequences (tests, debugging)."""
@@ -305,9 +338,9 @@ class BlockManager:
                 f"free block id in [0, {self.num_blocks})")
         h = self.block_hash[b]
         if h is not None:
-            self._evictions += 1
             if self.hash_to_block.get(h) == b:
                 del self.hash_to_block[h]
+                self._unlink(h)
             self.block_hash[b] = self.block_tokens[b] = None
             self._version += 1
         self.ref_count[b] = 1

@@ -162,3 +162,33 @@ def test_the_policy_seeds_start_out_as_the_priority_and_scored_seeds(workload: s
     a, b = simulate({"slots": old}, wl), simulate({"slots": new}, wl)
     assert {k: v for k, v in a.items() if k.startswith("work_")} == \
         {k: v for k, v in b.items() if k.startswith("work_")}
+
+
+def test_cached_prefix_blocks_matches_a_walk_of_the_cache_under_random_churn() -> None:
+    import random
+
+    rng = random.Random(7)
+    bm = BlockManager(20, BS, _Fifo(20))
+    stems = [[rng.randrange(30) for _ in range(16)] for _ in range(3)]
+    live: list[Sequence] = []
+    probes = [Sequence(s[: rng.randrange(5, 17)] + [99], SamplingParams()) for s in stems * 3]
+    for step in range(300):
+        bm.now = step
+        if rng.random() < 0.5 and len(live) < 4:
+            seq = Sequence(rng.choice(stems)[: rng.randrange(1, 17)] + [rng.randrange(30)],
+                           SamplingParams())
+            n = seq.num_tokens - bm.num_cached_prefix_tokens(seq)
+            if bm.allocate(seq, n):
+                seq.num_computed_tokens += n
+                bm.commit(seq)
+                live.append(seq)
+        elif live:
+            seq = live.pop(rng.randrange(len(live)))
+            bm.free(seq)
+        for p in probes:
+            walk = 0
+            for h in bm.prefix_hashes(p):
+                if h not in bm.hash_to_block:
+                    break
+                walk += 1
+            assert bm.cached_prefix_blocks(p) == walk, step
