@@ -52,6 +52,10 @@ class TraceOptions:
     model: str = "qwen3-0.6b"
     skip_bad: bool = False         # skip malformed rows (counted) instead of failing
     block: int = 512               # tokens per Mooncake hash block
+    # the deployment it is replayed on (engine overrides): KV blocks and batch size; None
+    # leaves them to the engine (in `sim`: sized from the stated device memory)
+    num_kv_blocks: int | None = None
+    max_num_seqs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,8 @@ def _number(spec: str, key: str, value: str, lo: int | None) -> int | float:
     return x
 
 
-_INT_OPTIONS = {"start": 0, "count": 1, "max_model_len": 2, "block": 1}
+_INT_OPTIONS = {"start": 0, "count": 1, "max_model_len": 2, "block": 1, "num_kv_blocks": 1,
+                "max_num_seqs": 1}
 _SCALE_OPTIONS = ("time_scale", "rate_scale", "length_scale")
 _OPTIONS = (*_INT_OPTIONS, *_SCALE_OPTIONS, "cap", "model", "skip_bad")
 
@@ -146,7 +151,13 @@ def parse_spec(spec: str) -> tuple[str, TraceOptions]:
         length_scale=num.get("length_scale", 1.0),
         cap=None if cap == "pow2" else int(_number(spec, "cap", cap, 1)),
         max_model_len=int(num.get("max_model_len", DEFAULT_MAX_MODEL_LEN[model])),
-        model=model, skip_bad=given.get("skip_bad") == "1", block=int(num.get("block", 512)))
+        model=model, skip_bad=given.get("skip_bad") == "1", block=int(num.get("block", 512)),
+        num_kv_blocks=_opt_int(num.get("num_kv_blocks")),
+        max_num_seqs=_opt_int(num.get("max_num_seqs")))
+
+
+def _opt_int(v: float | None) -> int | None:
+    return None if v is None else int(v)
 
 
 def _resolve(spec: str, written: str) -> Path:
@@ -373,7 +384,12 @@ def _build(spec: str, path: Path, opts: TraceOptions) -> TraceLoad:
             f"{opts.start + len(reqs) - 1} by time), {sum(len(q.prompt_token_ids) for q in reqs)}"
             f" prompt tokens, {sum(q.output_len or 0 for q in reqs)} realized output tokens, "
             f"arrivals over {span:g} s; skipped {len(skipped)} bad rows")
-    w = _finish(spec, 1, reqs, opts.model, 0, {"max_model_len": opts.max_model_len}, desc)
+    overrides: dict[str, int] = {"max_model_len": opts.max_model_len}
+    if opts.num_kv_blocks is not None:
+        overrides["num_kv_blocks"] = opts.num_kv_blocks
+    if opts.max_num_seqs is not None:
+        overrides["max_num_seqs"] = opts.max_num_seqs
+    w = _finish(spec, 1, reqs, opts.model, 0, overrides, desc)
     return TraceLoad(w, path, fmt, tuple(skipped))
 
 

@@ -258,3 +258,15 @@ def test_sample_traces_fit_full_size_and_tiny(name):
     starts = [r.prompt_token_ids[:64] for r in full.requests]
     assert len(set(starts)) < len(starts) / 2
     assert (SAMPLES / f"{name}.jsonl").stat().st_size < 100_000
+
+
+def test_deployment_options_become_engine_overrides() -> None:
+    from fitness.traces import load_trace_workload
+
+    wl = load_trace_workload("trace:scripts/traces/chat.jsonl?count=8&num_kv_blocks=512"
+                             "&max_num_seqs=4")
+    assert wl.engine_overrides == {"max_model_len": 4096, "num_kv_blocks": 512,
+                                   "max_num_seqs": 4}
+    plain = load_trace_workload("trace:scripts/traces/chat.jsonl?count=8")
+    assert plain.content_hash != wl.content_hash and "num_kv_blocks" not in \
+        plain.engine_overrides
