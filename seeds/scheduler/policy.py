@@ -154,11 +154,14 @@ class Scheduler:
                 float(seq.num_preemptions), free, running, queue)
         return keys
 
-    def _victim(self) -> Sequence:
-        """The running sequence `victim` scores highest (ties: the newest admitted)."""
+    def _victim(self, scheduled: set[int]) -> Sequence:
+        """The running sequence `victim` scores highest (ties: the newest admitted), among
+        those not already in this step's batch (their blocks are promised to it)."""
         best, best_key = None, None
         bs = self.bm.block_size
         for seq in self.running.values():
+            if seq.seq_id in scheduled:
+                continue
             step, order = self.admitted[seq.seq_id]
             sp = seq.sampling_params
             s = victim(float(self.steps - step), float(seq.num_computed_tokens),
@@ -200,6 +203,7 @@ class Scheduler:
         budget = cfg.max_num_batched_tokens
         preempted = False
         bs = bm.block_size
+        scheduled: set[int] = set()
         for seq in list(running.values()):
             if len(batch) >= cfg.max_num_seqs or budget <= 0:
                 break
@@ -210,10 +214,11 @@ class Scheduler:
             n = min(seq.num_uncomputed_tokens, budget, self.chunk_size)
             if seq.num_computed_tokens + n <= len(seq.block_table) * bs:
                 batch.append((seq, n))  # fits the blocks it holds: no block-manager call
+                scheduled.add(seq.seq_id)
                 budget -= n
                 continue
             while not bm.can_allocate(seq, n):
-                out = self._victim()
+                out = self._victim(scheduled)
                 self._preempt(out)
                 preempted = True
                 if out is seq:
@@ -221,6 +226,7 @@ class Scheduler:
             else:
                 bm.allocate(seq, n)
                 batch.append((seq, n))
+                scheduled.add(seq.seq_id)
                 budget -= n
         if preempted or not self.waiting or budget <= 0 or len(batch) >= cfg.max_num_seqs \
                 or bm.num_free_blocks == 0:  # nothing can be admitted without a free block
