@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/sds run scripts/quickstart.yaml "$@"
 .venv/bin/sds leaderboard quickstart
+# the best (confirmed on the real engine) against the seed: its own workloads and a
+# sample trace it never saw
+.venv/bin/python scripts/heldout.py quickstart
