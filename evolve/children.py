@@ -1,10 +1,15 @@
 """Breeding children: parent selection, mutation contexts, and recording what comes back.
 
 A mixin of the Controller (it shares the controller's store, run id, state and islands).
-A Rejected proposal becomes a `propose`/`rejected` row with the reason; a Proposal becomes a
-program (deduplicated by code hash: one the run already has is a `duplicate` row, never
-evaluated), then a runtime with its parent, second-parent and inspiration edges, and one
-keyed `full` evaluation row in `pending` state for the evaluator pool.
+Each proposal's operator is an arm the bandit chooses (evolve/bandit.py). A Rejected
+proposal becomes a `propose`/`rejected` row with the reason; a Proposal becomes a program,
+then a runtime, deduplicated by the whole runtime (every slot's code hash and params: the
+same code on another parent is a new child, the same runtime again a `duplicate` row, never
+evaluated), with its parent, second-parent and inspiration edges, a `bandit` event naming
+its arm, and one keyed `full` evaluation row in `pending` state for the evaluator pool.
+
+Under `search.method: random` every child is bred from the seed alone (parent and second
+parent the seed, no inspirations), with the same operators drawn by their weights.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ from dataclasses import asdict
 from typing import Any
 
 from evolve import selection as sel
+from evolve.bandit import ARM_SEP, Pull, ThompsonBandit, operator_of, run_arms
 from evolve.config import ConfigError, RunConfig
 from evolve.operators.base import Candidate, MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
-from evolve.population import FULL, PROPOSE, slot_code, slot_hashes, spec_key
+from evolve.population import FULL, PROPOSE, runtime_key, slot_code, spec_key
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
 
 log = logging.getLogger(__name__)
@@ -32,30 +38,30 @@ class ChildrenMixin:
     cfg: RunConfig
     store: Any
     run_id: int
+    bandit: ThompsonBandit
+    open_arms: dict[int, tuple[str, float]]  # child waiting for its result -> (arm, usd)
 
     def _add_seed(self) -> None:
         spec = self.cfg.seed_spec(self.device).to_dict()
         rt = self.store.add_runtime(self.run_id, spec, island=0, generation=0, operator="seed")
         self.st.members[rt.id] = sel.Member(rt.id, 0, rt.spec, 0, "seed")
         self.st.seed_runtime_id = rt.id
-        self.st.seen_specs.add(spec_key(rt.spec))
-        self.st.seen_codes |= slot_hashes(self.store, rt.spec, self.cfg.target.slots, {})
+        self.st.seen_specs.add(runtime_key(self.store, rt.spec, self.st.ref_hashes))
         self.st.unqueued.insert(0, rt.id)
 
     def _submit_proposal(self, pool: ThreadPoolExecutor) -> tuple[Future, tuple]:
         cfg, rng = self.cfg, self.rng
         island = self.st.proposals % cfg.islands.count
-        members = self.book.pool(island)
-        parent = sel.tournament(members, self.objectives, cfg.selection.method,
-                                cfg.selection.tournament_size, rng)
-        names = [n for n, o in cfg.operators.items() if o.weight > 0]
-        op_name = rng.choices(names, [cfg.operators[n].weight for n in names])[0]
+        arm = self.bandit.choose(rng)
         slot = rng.choice(cfg.target.slots)
-        everyone = self.book.pool(None)
-        others = [m for m in everyone if spec_key(m.spec) != spec_key(parent.spec)]
-        second = sel.tournament(others or everyone, self.objectives, cfg.selection.method,
-                                cfg.selection.tournament_size, rng)
-        insp = self._inspirations(island, parent, slot)
+        if cfg.search.method == "random":  # the baseline: every child a mutation of the seed
+            parent = second = self.st.members[self.st.seed_runtime_id]
+            insp: list[sel.Member] = []
+        else:
+            parent = sel.tournament(self.book.pool(island), self.objectives,
+                                    cfg.selection.method, cfg.selection.tournament_size, rng)
+            second = self._second_parent(parent)
+            insp = self._inspirations(island, parent, slot)
         held: list[float] = []  # this proposal's dollar reservations
         ctx = MutationContext(
             slot=slot, contract=SLOTS[slot].contract.__doc__ or "",
@@ -65,8 +71,27 @@ class ChildrenMixin:
             rng=random.Random(rng.getrandbits(64)),
             budget_ok=functools.partial(self.reserve_usd, held=held))
         self.st.proposals += 1
-        fut = pool.submit(_propose, self.operators[op_name], ctx, op_name)
-        return fut, (island, op_name, slot, parent, second, insp, held)
+        op = self.operators.get(arm) or self.operators[operator_of(arm)]
+        fut = pool.submit(_propose, op, ctx, arm)
+        return fut, (island, arm, slot, parent, second, insp, held)
+
+    def _second_parent(self, parent: sel.Member) -> sel.Member:
+        """A tournament among members that changed a slot `parent` did not (so a crossover
+        can join gains made in different slots); else among all other members."""
+        cfg, everyone = self.cfg, self.book.pool(None)
+        others = [m for m in everyone if spec_key(m.spec) != spec_key(parent.spec)]
+        mine = self._changed(parent)
+        other_change = [m for m in others if self._changed(m) - mine]
+        return sel.tournament(other_change or others or everyone, self.objectives,
+                              cfg.selection.method, cfg.selection.tournament_size, self.rng)
+
+    def _changed(self, m: sel.Member) -> set[str]:
+        """The slots (and `engine`) where `m` differs from the seed runtime."""
+        seed = self.st.members[self.st.seed_runtime_id].spec
+        mine, base = m.spec.get("slots", {}), seed.get("slots", {})
+        out = {s for s in set(mine) | set(base) if mine.get(s) != base.get(s)}
+        return out | ({"engine"} if (m.spec.get("engine") or {}) != (seed.get("engine") or {})
+                      else set())
 
     def _inspirations(self, island: int, parent: sel.Member, slot: str) -> list[sel.Member]:
         """The island's best, then the best of other islands with different code for `slot`."""
@@ -110,14 +135,17 @@ class ChildrenMixin:
         return self._prog_ids[ref]
 
     def _on_proposal(self, result: Proposal | Rejected, info: tuple) -> tuple[int, int] | None:
-        island, op_name, slot, parent, second, insp, held = info
+        island, arm, slot, parent, second, insp, held = info
+        op_name = operator_of(arm)
         calls = [self.store.add_llm_call(self.run_id, c.model, c.prompt, c.response, c.tokens_in,
                                          c.tokens_out, c.cost_usd, c.latency_s, c.error).id
                  for c in result.llm_calls]
-        self.settle_usd(held, sum(c.cost_usd for c in result.llm_calls))
+        usd = sum(c.cost_usd for c in result.llm_calls)
+        self.settle_usd(held, usd)
         parent_prog = self._program_id(slot, self._ref(parent, slot))
-        arts = {"operator": op_name, "slot": slot, "parent_runtime": parent.runtime_id,
-                "llm_calls": calls, "recorded_on": "the parent's program"}
+        arts = {"operator": op_name, "arm": arm, "usd": usd, "slot": slot,
+                "parent_runtime": parent.runtime_id, "llm_calls": calls,
+                "recorded_on": "the parent's program"}
         if isinstance(result, Rejected):
             self._record_proposal("rejected", parent_prog, result.reason, arts)
             self.book.failures[island].append(f"proposal ({op_name}) rejected: {result.reason}")
@@ -133,25 +161,24 @@ class ChildrenMixin:
                 return None
         try:
             spec = RuntimeSpec.from_dict(result.spec or parent.spec)
-            prog, code_key = None, None
+            prog = None
             if result.code is not None:
                 prog = self.store.add_program(slot, result.code, parent_id=parent_prog,
                                               operator=result.operator,
                                               llm_call_id=calls[-1] if calls else None,
                                               run_id=self.run_id)
-                code_key = (slot, prog.code_hash)
                 params = dict(spec.slots[slot].params) if slot in spec.slots else {}
                 spec = spec.with_slot(slot, prog.ref, params)
             spec_d = spec.to_dict()
         except SlotError as e:
             self._record_proposal("rejected", parent_prog, f"invalid child spec: {e}", arts)
             return None
-        if code_key in self.st.seen_codes or spec_key(spec_d) in self.st.seen_specs:
-            what = "code hash" if code_key in self.st.seen_codes else "runtime spec"
+        key = runtime_key(self.store, spec_d, self.st.ref_hashes)
+        if key in self.st.seen_specs:
             self._record_proposal("duplicate", prog.id if prog else parent_prog,
-                                  f"the run already has this {what}",
-                                  {**arts, "recorded_on": "the child's program" if prog
-                                   else "the parent's program"})
+                                  "the run already has this runtime (every slot's code and "
+                                  "params)", {**arts, "recorded_on": "the child's program"
+                                              if prog else "the parent's program"})
             return None
         uses_second = result.spec is not None
         edges = [(parent.runtime_id, "parent")]
@@ -164,9 +191,9 @@ class ChildrenMixin:
                                     operator=result.operator, parents=edges)
         self.st.members[rt.id] = sel.Member(rt.id, island, rt.spec, gen, result.operator)
         self.st.edges[rt.id] = tuple(edges)
-        self.st.seen_specs.add(spec_key(spec_d))
-        if code_key:
-            self.st.seen_codes.add(code_key)
+        self.st.seen_specs.add(key)
+        self.store.add_event(self.run_id, "bandit", {"runtime": rt.id, "arm": arm, "usd": usd})
+        self.open_arms[rt.id] = (arm, usd)
         self.note_parent_code(rt.id)
         return rt.id, self.store.enqueue_evaluation(self.run_id, rt.id, FULL)
 
@@ -194,9 +221,12 @@ class ChildrenMixin:
         self.st.proposal_status[status] = self.st.proposal_status.get(status, 0) + 1
         if program_id is None:
             log.warning("proposal %s with no program to record it on: %s", status, reason)
-            return
-        self.store.add_evaluation(stage=PROPOSE, status=status, program_id=program_id,
-                                  run_id=self.run_id, error=reason, artifacts=arts)
+        else:
+            self.store.add_evaluation(stage=PROPOSE, status=status, program_id=program_id,
+                                      run_id=self.run_id, error=reason, artifacts=arts)
+        # settled at once: no gain; its cost is what its LLM calls cost
+        self.bandit.record(Pull(arts["arm"], 0.0,
+                                arts["usd"] * self.cfg.search.seconds_per_usd))
 
 
 def _propose(op: Any, ctx: MutationContext, name: str) -> Proposal | Rejected:
@@ -209,16 +239,22 @@ def _propose(op: Any, ctx: MutationContext, name: str) -> Proposal | Rejected:
 
 
 def build_operators(cfg: RunConfig) -> dict[str, Any]:
-    """The configured operators, built through the registry (LLM ones get `llm` settings)."""
+    """The configured operators by arm (evolve/bandit.py), built through the registry: LLM
+    ones get the `llm` settings, narrowed to one model for an `llm-diff@model` arm."""
     from evolve.operators import make_operator
 
+    arms = run_arms(cfg)
     ops = {}
     for name, oc in cfg.operators.items():
-        options = dict(oc.options)
-        if name.startswith("llm"):
-            options.setdefault("llm", asdict(cfg.llm))
-        try:
-            ops[name] = make_operator(name, options)
-        except ValueError as e:  # unknown operator, bad option, missing API key: bad input
-            raise ConfigError(f"{cfg.source}: operators.{name}: {e}") from None
+        for arm in [a for a in arms if operator_of(a) == name] or [name]:
+            options = dict(oc.options)
+            if name.startswith("llm"):
+                llm = asdict(cfg.llm)
+                if ARM_SEP in arm:
+                    llm["models"] = {arm.split(ARM_SEP, 1)[1]: 1.0}
+                options.setdefault("llm", llm)
+            try:
+                ops[arm] = make_operator(name, options)
+            except ValueError as e:  # unknown operator, bad option, missing API key
+                raise ConfigError(f"{cfg.source}: operators.{name}: {e}") from None
     return ops

@@ -176,6 +176,28 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """How children are bred: evolution (selection, bandit over operators) or random sampling."""
+
+    # evolve: parents by selection; random: every child a mutation of the seed (the baseline a
+    # search must beat at an equal evaluation budget; no selection, no bandit)
+    method: str = _opt("evolve", choices=("evolve", "random"))
+    # choose each proposal's operator (and LLM model) by Thompson sampling over improvement
+    # per unit cost (evolve/bandit.py), the operator weights as its prior; null: on for
+    # evolve, off for random. False: operators drawn by their weights alone.
+    bandit: bool | None = None
+    # what one dollar of LLM calls counts for in the bandit's cost, in evaluation seconds
+    # (1800: a GPU-hour at about $2 costs as much as $1 of tokens)
+    seconds_per_usd: float = _opt(1800.0, check=_nonneg, expect="a number >= 0")
+    # pseudo-proposals the operator weights are worth before any outcome is known
+    prior_strength: float = _opt(2.0, check=_pos, expect="a positive number")
+
+    def uses_bandit(self) -> bool:
+        """Whether operators are chosen by the bandit (default: yes for evolve)."""
+        return self.method == "evolve" if self.bandit is None else self.bandit
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     """What evolves: slots, and the seed runtime every island starts from."""
 
@@ -201,6 +223,7 @@ class RunConfig:
     stagnation: StagnationConfig = field(default_factory=StagnationConfig)
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     source: str = field(default="<dict>", compare=False)  # file it came from (not a YAML key)
     raw: dict[str, Any] = field(default_factory=dict, compare=False)  # merged YAML, for the db
 
@@ -350,6 +373,9 @@ def _check_whole(cfg: RunConfig, src: str) -> None:
     if not {"bench", "sim"} & set(cfg.evaluation.stages):
         raise ConfigError(f"{src}: evaluation.stages must include 'sim' or 'bench' (fitness "
                           f"comes from them), got {cfg.evaluation.stages}")
+    if cfg.search.method == "random" and cfg.search.bandit:
+        raise ConfigError(f"{src}: search.bandit must be false or null with search.method "
+                          "random (random sampling draws operators by their weights), got true")
     llm_ops = [n for n, o in cfg.operators.items() if n.startswith("llm") and o.weight > 0]
     if llm_ops and not cfg.llm.models:
         raise ConfigError(f"{src}: operators {llm_ops} need llm.models (a mapping of model name "

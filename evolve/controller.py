@@ -4,12 +4,15 @@ A bounded number of proposals (operator calls; LLM calls are slow) and of evalua
 already a sandboxed subprocess in the harness) run in two thread pools; the main thread is
 the only one that writes the run's records, and it records each result as it lands.
 
-Flow per child: pick an island, select parent(s) and inspirations, build a MutationContext,
-`operator.propose`, record its LLM calls; a Rejected becomes a `propose`/`rejected` row with
-the reason, a Proposal a program (dedupe by code hash: a child the run already has becomes a
-`duplicate` row and is not evaluated), then a runtime with its parent edges and one keyed
-`full` evaluation row (pending -> final status). A SIGKILL at any point is recoverable:
-`population.load_state` re-queues every runtime without a final row and counts the rest.
+Flow per child: pick an island, the operator (a bandit's arm, evolve/bandit.py), parent(s)
+and inspirations, build a MutationContext, `operator.propose`, record its LLM calls; a
+Rejected becomes a `propose`/`rejected` row with the reason, a Proposal a program and a
+runtime (dedupe by the whole runtime: one the run already has becomes a `duplicate` row and
+is not evaluated) with its parent edges and one keyed `full` evaluation row (pending ->
+final status). A landed result is marked `novel: 0` when its work counters equal an earlier
+member's, and settles its arm's pull. A SIGKILL at any point is recoverable:
+`population.load_state` re-queues every runtime without a final row and counts the rest, and
+`bandit.restore` replays every settled pull.
 
 Example:
     outcome = Controller(cfg, store, harness, name="demo").run()
@@ -29,11 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve import selection as sel
+from evolve.bandit import ArmStatus, child_pull, restore
 from evolve.children import ChildrenMixin, build_operators
 from evolve.config import RunConfig
 from evolve.islands import IslandBook
 from evolve.population import (
     FULL,
+    behaviour_key,
     llm_usage,
     load_state,
     record_result,
@@ -89,8 +94,10 @@ class Controller(ChildrenMixin):
                              if run.config.get(k) != cfg.raw.get(k))
             log.warning("run %s resumes with a changed config (sections %s)", self.name, changed)
             self.store.add_event(run.id, "config_changed", {"sections": changed})
-        self.st = load_state(self.store, run.id, cfg.target.slots)
-        self.book = IslandBook(self, self.store.events(run.id))
+        self.st = load_state(self.store, run.id)
+        events = self.store.events(run.id)
+        self.book = IslandBook(self, events)
+        self.bandit, self.open_arms = restore(cfg, self.store, run.id, self.st, events)
         self.rng = random.Random(f"{cfg.seed}/{self.st.proposals}")  # fresh stream on resume
         self._usd = llm_usage(self.store, run.id)["usd"]
         self.prior_wall = self._prior_wall(run.id)
@@ -329,12 +336,21 @@ class Controller(ChildrenMixin):
         return len(others) < c.top_k or mine > others[c.top_k - 1]
 
     def _on_result(self, runtime_id: int, eval_id: int, res: ChildResult) -> None:
-        row = self.store.complete_evaluation(eval_id, res.status, metrics=res.metrics,
+        metrics = dict(res.metrics)
+        key = behaviour_key(metrics) if res.status == "passed" else None
+        if key is not None:  # the same work as an earlier member: a behavioural duplicate
+            metrics["novel"] = int(key not in self.st.behaviours)
+        row = self.store.complete_evaluation(eval_id, res.status, metrics=metrics,
                                              error=res.error, artifacts=res.artifacts,
                                              duration_s=res.duration_s,
                                              device=res.device or self.device)
         record_result(self.st, runtime_id, row)
         self.book.refresh_copies(runtime_id)
+        if runtime_id in self.open_arms:
+            pull = child_pull(self.st, runtime_id, *self.open_arms.pop(runtime_id),
+                              self.objectives[0], self.cfg.search.seconds_per_usd)
+            if pull is not None:
+                self.bandit.record(pull)
         m = self.st.members[runtime_id]
         if res.status != "passed":
             self.book.failures[m.island].append(res.error or res.status)
@@ -361,6 +377,10 @@ class Controller(ChildrenMixin):
                 "gain": (best.metrics[metric] / seed_v if best and seed_v else None),
                 "per_min": 60.0 * (st.done - self.done0) / elapsed,
                 "failed_by_stage": dict(st.failures_by_stage), "usd": self._usd}
+
+    def bandit_status(self) -> list[ArmStatus]:
+        """Per arm: pulls, improvements, mean reward and the chance of being chosen next."""
+        return self.bandit.status()
 
     def _progress(self) -> None:
         if self.on_progress is not None:

@@ -42,7 +42,8 @@ class IslandBook:
                 self.failures[m.island % n].append(row.error)
 
     def pool(self, island: int | None) -> list[sel.Member]:
-        """The breeding pool of `island` (None: every island's members), seed included."""
+        """The breeding pool of `island` (None: every island's members), seed included,
+        behavioural duplicates left out."""
         ctl, st = self.ctl, self.ctl.st
         c = ctl.cfg
         members = [m for m in st.members.values()
@@ -50,7 +51,7 @@ class IslandBook:
                    or (island is None or m.island == island)
                    and m.runtime_id >= self.reset_from.get(m.island, 0)]
         if island is None:
-            return sel.eligible(members, ctl.objectives)
+            return sel.novel(sel.eligible(members, ctl.objectives))
         return sel.island_pool(members, ctl.objectives, c.selection.method,
                                c.islands.population_size, c.selection.elitism)
 
@@ -105,7 +106,9 @@ class IslandBook:
         best, last = None, -1
         for i, (rid, _) in enumerate(window):
             m = ctl.st.members.get(rid)
-            if m is None or not m.passed or sel.fitness_values(m.metrics, ctl.objectives) is None:
+            # a behavioural duplicate counts as an evaluation without improvement
+            if m is None or not m.passed or not sel.novel([m]) \
+                    or sel.fitness_values(m.metrics, ctl.objectives) is None:
                 continue
             v = sign * float(m.metrics[metric])
             if best is None or v - best > min_imp * abs(best):

@@ -6,10 +6,16 @@ per runtime: pending while queued or running, then its final status and aggregat
 A runtime with no final `full` row was interrupted and is queued again; one with a final row
 is never evaluated twice. Migrants and reseeded copies carry no evaluation of their own: they
 are scored by the runtime they copy (their `parent` edge).
+
+Two identities: a runtime's (`runtime_key`: every slot's code hash and params, and the
+engine params), by which a run never evaluates the same runtime twice, and its behaviour's
+(`behaviour_key`: the engine's work counters on each workload), by which a child that does
+exactly what an existing member does is told apart as not novel.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,8 +105,9 @@ class RunState:
     proposal_status: dict[str, int] = field(default_factory=dict)  # rejected / duplicate
     failures_by_stage: dict[str, int] = field(default_factory=dict)
     proposals: int = 0
-    seen_codes: set[tuple[str, str]] = field(default_factory=set)
-    seen_specs: set[str] = field(default_factory=set)
+    seen_specs: set[str] = field(default_factory=set)  # runtime_key of every runtime bred
+    ref_hashes: dict[str, str] = field(default_factory=dict)  # program ref -> code hash
+    behaviours: dict[str, int] = field(default_factory=dict)  # behaviour_key -> first runtime
     edges: dict[int, tuple[tuple[int, str], ...]] = field(default_factory=dict)  # parents
     history: list[tuple[int, int]] = field(default_factory=list)  # (runtime id, eval id) done
     seed_runtime_id: int | None = None
@@ -111,6 +118,44 @@ class RunState:
 def spec_key(spec: dict[str, Any]) -> str:
     """Identity of a runtime spec within a run (canonical JSON hash)."""
     return RuntimeSpec.from_dict(spec).fingerprint()
+
+
+def runtime_key(store: Any, spec: dict[str, Any], ref_hashes: dict[str, str]) -> str:
+    """Identity of a whole runtime: `spec_key` with every program ref replaced by its code's
+    hash, so a seed named `seed:...` and the same code stored as `sha256:...` are one."""
+    d = RuntimeSpec.from_dict(spec).to_dict()
+    for slot, choice in d["slots"].items():
+        ref = choice["program"]
+        if ref.startswith("sha256:"):
+            continue
+        if ref not in ref_hashes:
+            try:
+                ref_hashes[ref] = code_hash(slot_code(store, slot, ref))
+            except (OSError, ValueError):  # a ref that cannot be read stays itself
+                ref_hashes[ref] = ref
+        h = ref_hashes[ref]
+        choice["program"] = h if h == ref else f"sha256:{h}"
+    return spec_key(d)
+
+
+WORK_PREFIX = "work_"  # the engine's work counters (steps, scheduled tokens, cache hits, ...)
+
+
+def behaviour_key(metrics: dict[str, Any] | None) -> str | None:
+    """What a runtime did: its work counters per workload (None when none were recorded).
+
+    Two runtimes with equal keys scheduled and evicted alike on every workload: their
+    fitness can differ only by measurement noise. The baseline's counters are left out.
+    """
+    per = (metrics or {}).get("workloads")
+    if not isinstance(per, dict) or not per:
+        per = {"": metrics or {}}
+    counters = {wl: {k: v for k, v in (m or {}).items()
+                     if k.startswith(WORK_PREFIX) and not k.endswith("_baseline")}
+                for wl, m in per.items() if isinstance(m, dict)}
+    if not any(counters.values()):
+        return None
+    return json.dumps(counters, sort_keys=True, default=str)
 
 
 def record_result(state: RunState, runtime_id: int, row: EvaluationRecord) -> None:
@@ -129,10 +174,14 @@ def record_result(state: RunState, runtime_id: int, row: EvaluationRecord) -> No
     if m is not None:
         m.passed = row.status == "passed"
         m.metrics = dict(row.metrics or {})
+    if row.status == "passed":
+        key = behaviour_key(row.metrics)
+        if key is not None:
+            state.behaviours.setdefault(key, runtime_id)
     state.history.append((runtime_id, row.id))
 
 
-def load_state(store: Any, run_id: int, target_slots: list[str]) -> RunState:
+def load_state(store: Any, run_id: int) -> RunState:
     """Rebuild a run's state from the database (fresh runs give an empty state)."""
     st = RunState()
     runtimes = run_runtimes(store, run_id)
@@ -140,7 +189,6 @@ def load_state(store: Any, run_id: int, target_slots: list[str]) -> RunState:
     rows_by_rt: dict[int, list[EvaluationRecord]] = {}
     for r in full:
         rows_by_rt.setdefault(r.runtime_id, []).append(r)
-    hash_cache: dict[str, str] = {}
     for rt in runtimes:
         parent = next((p for p, role in rt.parents if role == "parent"), None)
         m = Member(rt.id, rt.island, rt.spec, rt.generation, rt.operator,
@@ -151,8 +199,7 @@ def load_state(store: Any, run_id: int, target_slots: list[str]) -> RunState:
             st.seed_runtime_id = rt.id
         if rt.operator in COPY_OPERATORS:
             continue
-        st.seen_specs.add(spec_key(rt.spec))
-        st.seen_codes |= slot_hashes(store, rt.spec, target_slots, hash_cache)
+        st.seen_specs.add(runtime_key(store, rt.spec, st.ref_hashes))
         rows = rows_by_rt.get(rt.id, [])
         final = [r for r in rows if r.status in FINAL]
         if not final:

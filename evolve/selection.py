@@ -4,7 +4,9 @@ Fitness values come from the metrics of each runtime's evaluation in the databas
 (`Member.metrics`); a member that did not pass, or lacks an objective's metric, has no
 fitness and never becomes a parent. An island's breeding pool keeps its `elitism` best
 members and fills the rest with the most recent passed ones (steady state, oldest out),
-so diversity survives while the best are never lost.
+so diversity survives while the best are never lost. A behavioural duplicate (metrics
+`novel: 0`: it did exactly the work an earlier member did) never enters a pool, so it can
+neither displace a member nor be bred from twice.
 
 Example:
     order = rank(members, [("tok_s", 1.0)], "tournament")
@@ -53,6 +55,11 @@ def fitness_values(metrics: dict[str, Any] | None, objectives: Objectives) -> tu
 def eligible(members: list[Member], objectives: Objectives) -> list[Member]:
     """Members that may become parents: passed, with every objective measured."""
     return [m for m in members if m.passed and fitness_values(m.metrics, objectives) is not None]
+
+
+def novel(members: list[Member]) -> list[Member]:
+    """Members that are not behavioural duplicates of an earlier one (`novel` unset or 1)."""
+    return [m for m in members if m.metrics.get("novel", 1) != 0]
 
 
 class _Ind:
@@ -107,8 +114,9 @@ def pareto_front(members: list[Member], objectives: Objectives) -> list[Member]:
 
 def island_pool(members: list[Member], objectives: Objectives, method: str,
                 population_size: int, elitism: int) -> list[Member]:
-    """The breeding pool of one island: its `elitism` best, then the newest eligible ones."""
-    ranked = rank(members, objectives, method)
+    """The breeding pool of one island: its `elitism` best, then the newest eligible ones
+    (behavioural duplicates left out)."""
+    ranked = rank(novel(members), objectives, method)
     elites = ranked[:elitism]
     chosen = {id(m) for m in elites}
     newest = sorted((m for m in ranked if id(m) not in chosen), key=lambda m: m.runtime_id,

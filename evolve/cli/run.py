@@ -33,6 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from evolve.bandit import stored_status
     from evolve.runs_csv import run_summary
     from population_db import NotFound, Store
     from population_db.engine import StoreError
@@ -49,6 +50,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         run = runs[-1].id
     try:
         summary = run_summary(store, run)
+        summary["operator_choice"] = stored_status(store, run)
     except NotFound as e:
         raise UsageError(str(e)) from None
     if args.json:
@@ -65,6 +67,7 @@ def summary_table(s: dict[str, Any]) -> str:
             ("stop reason", s["stop_reason"]), ("config", s["config_file"]),
             ("target slots", ", ".join(s["target_slots"])),
             ("operators", ", ".join(s["operators"])),
+            *_choice_rows(s.get("operator_choice")),
             ("evaluations", f"{s['evaluations']} / {s['budget']}"
                             + (f" (+{s['in_flight_or_queued']} queued)"
                                if s["in_flight_or_queued"] else "")),
@@ -85,6 +88,20 @@ def summary_table(s: dict[str, Any]) -> str:
                                         f"{s['wall_s']:.1f}")),
             ("events", ", ".join(f"{k} {v}" for k, v in s["events"].items()))]
     return table([{"": k, "value": v} for k, v in rows], ["", "value"])
+
+
+def _choice_rows(c: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """Per arm: pulls, improvements, mean reward and the chance it is chosen next."""
+    if not c:
+        return []
+    how = "bandit (Thompson)" if c["bandit"] else "by weight"
+    rows: list[tuple[str, Any]] = [("search / operator choice", f"{c['method']} / {how}")]
+    for a in c["arms"]:
+        text = (f"{a['pulls']} pulls, {a['improved']} improved, mean reward "
+                f"{a['mean_reward']:.3g}/s, p(next) {a['probability']:.2f} "
+                f"(prior {a['prior']:.2f})")
+        rows.append((f"  {a['arm']}", text))
+    return rows
 
 
 def _f(v: Any) -> str:

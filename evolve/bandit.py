@@ -1,0 +1,224 @@
+"""Choosing each proposal's operator (and LLM model) by a bandit over improvement per cost.
+
+An arm is an operator (`gp`, `literal`, ...) or, for an LLM operator when `llm.models` names
+several, that operator with one model (`llm-diff@gpt-4o-mini`). A pull is one proposal,
+settled when its outcome is known: a rejection or a duplicate at once, a child when its
+evaluation lands. Its gain is the child's relative improvement on its parent in the first
+objective, max(0, sign * (child - parent) / |parent|): 0 for a rejection, a duplicate, a
+failed child or a behavioural duplicate (`novel: 0`). Its cost is the child's evaluation
+seconds plus the proposal's LLM dollars times `search.seconds_per_usd` (at least
+MIN_COST_S); its reward is gain / cost.
+
+Why Thompson sampling and not UCB1: proposals run concurrently, several are chosen before
+the outcomes of earlier ones land, and UCB1, being deterministic, would give them all the
+same arm; Thompson's draws spread them by the belief that each arm is best. It takes the
+config weights as a prior directly and has no exploration constant to tune. Rewards are
+scaled to [0, 1] by the largest seen so far (R) and each arm keeps a Beta posterior with the
+scaled rewards as fractional successes (the deterministic form of Agrawal & Goyal's
+Bernoulli trick for [0, 1] rewards): alpha = s*p + sum(r)/R, beta = s*(1 - p) + n - sum(r)/R,
+where p is the arm's share of the weights, s `search.prior_strength` and n its pulls.
+
+No state of its own: each proposal's arm is recorded with its outcome (artifacts `arm` and
+`usd` of a rejected or duplicate `propose` row; a `bandit` event {runtime, arm, usd} per
+child), and `restore` rebuilds every pull from those and the children's `full` rows, so a
+resumed run and `sds status` see the posterior the earlier session had.
+
+Example:
+    b = ThompsonBandit({"gp": 3.0, "literal": 1.0})
+    b.record(Pull("gp", gain=0.02, cost=1.5))
+    arm = b.choose(random.Random(0))
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from evolve.config import ConfigError, RunConfig, config_from_dict
+from evolve.population import COPY_OPERATORS, PROPOSE, RunState, load_state, run_evaluations
+from evolve.selection import fitness_values
+
+MIN_COST_S = 0.1  # a cost floor, so a near-free lucky pull cannot dwarf every other reward
+ARM_SEP = "@"  # operator@model
+
+
+@dataclass(frozen=True)
+class Pull:
+    """One settled proposal: its arm, its gain on the parent and its cost in seconds."""
+
+    arm: str
+    gain: float
+    cost: float
+
+    @property
+    def reward(self) -> float:
+        """Gain per second of cost."""
+        return self.gain / max(self.cost, MIN_COST_S)
+
+
+@dataclass(frozen=True)
+class ArmStatus:
+    """What the bandit knows of one arm, as `sds status` shows it."""
+
+    arm: str
+    prior: float  # the arm's share of the configured weights
+    pulls: int
+    improved: int  # pulls whose child beat its parent
+    mean_reward: float  # gain per second of cost, mean over pulls
+    probability: float  # chance that the next proposal uses this arm
+
+
+def run_arms(cfg: RunConfig) -> dict[str, float]:
+    """Arm -> weight: each operator's weight; an LLM operator's split over `llm.models` when
+    it names several (unless the operator brings its own `llm` settings)."""
+    models = {m: w for m, w in cfg.llm.models.items() if w > 0}
+    total = sum(models.values())
+    out: dict[str, float] = {}
+    for name, oc in cfg.operators.items():
+        if oc.weight <= 0:
+            continue
+        if name.startswith("llm") and len(models) > 1 and "llm" not in oc.options:
+            out.update({f"{name}{ARM_SEP}{m}": oc.weight * w / total for m, w in models.items()})
+        else:
+            out[name] = oc.weight
+    return out
+
+
+def operator_of(arm: str) -> str:
+    """The operator name of an arm (`llm-diff@m` -> `llm-diff`)."""
+    return arm.split(ARM_SEP, 1)[0]
+
+
+class ThompsonBandit:
+    """Beta-posterior Thompson sampling over arms (see the module docstring)."""
+
+    def __init__(self, priors: dict[str, float], strength: float = 2.0,
+                 enabled: bool = True):
+        live = {a: w for a, w in priors.items() if w > 0}
+        if not live:
+            raise ValueError(f"a bandit needs an arm with weight > 0, got {priors!r}")
+        total = sum(live.values())
+        self.prior = {a: w / total for a, w in live.items()}
+        self.strength, self.enabled = strength, enabled
+        self.pulls = dict.fromkeys(self.prior, 0)
+        self.improved = dict.fromkeys(self.prior, 0)
+        self.rewards = dict.fromkeys(self.prior, 0.0)
+        self.max_reward = 0.0
+
+    def record(self, pull: Pull) -> None:
+        """Fold one settled pull in (an arm no longer configured is ignored)."""
+        if pull.arm not in self.prior:
+            return
+        r = pull.reward
+        self.pulls[pull.arm] += 1
+        self.improved[pull.arm] += pull.gain > 0
+        self.rewards[pull.arm] += r
+        self.max_reward = max(self.max_reward, r)
+
+    def posterior(self, arm: str) -> tuple[float, float]:
+        """(alpha, beta) of the arm's Beta posterior."""
+        p, n = self.prior[arm], self.pulls[arm]
+        wins = self.rewards[arm] / self.max_reward if self.max_reward > 0 else 0.0
+        # a lone arm has p = 1; the floor keeps beta a valid parameter
+        return self.strength * p + wins, max(self.strength * (1 - p), 1e-3) + n - wins
+
+    def choose(self, rng: random.Random) -> str:
+        """The next arm: Thompson's draw when enabled, else drawn by the weights."""
+        arms = list(self.prior)
+        if not self.enabled or len(arms) == 1:
+            return rng.choices(arms, [self.prior[a] for a in arms])[0]
+        draws = {a: rng.betavariate(*self.posterior(a)) for a in arms}
+        return max(arms, key=lambda a: draws[a])
+
+    def probabilities(self, draws: int = 4000, seed: int = 0) -> dict[str, float]:
+        """Each arm's chance of being chosen next (Monte Carlo for Thompson; fixed seed)."""
+        arms = list(self.prior)
+        if not self.enabled or len(arms) == 1:
+            return dict(self.prior)
+        gen = np.random.default_rng(seed)
+        ab = np.array([self.posterior(a) for a in arms])  # [arms, 2]
+        theta = gen.beta(ab[:, 0], ab[:, 1], size=(draws, len(arms)))  # [draws, arms]
+        wins = np.bincount(theta.argmax(axis=1), minlength=len(arms))
+        return {a: float(w) / draws for a, w in zip(arms, wins)}
+
+    def status(self) -> list[ArmStatus]:
+        """One row per arm, in configuration order."""
+        probs = self.probabilities()
+        return [ArmStatus(a, self.prior[a], self.pulls[a], self.improved[a],
+                          self.rewards[a] / self.pulls[a] if self.pulls[a] else 0.0, probs[a])
+                for a in self.prior]
+
+
+def gain(child: dict[str, Any], parent: dict[str, Any], objective: tuple[str, float]) -> float:
+    """Relative improvement of `child` on `parent` in `objective` (0 if none or unknown)."""
+    if child.get("novel") == 0:  # behaves as an existing member: nothing new was found
+        return 0.0
+    c, p = fitness_values(child, [objective]), fitness_values(parent, [objective])
+    if c is None or p is None or p[0] == 0:
+        return 0.0
+    return max(0.0, objective[1] * (c[0] - p[0]) / abs(p[0]))
+
+
+def child_pull(state: RunState, runtime_id: int, arm: str, usd: float,
+               objective: tuple[str, float], seconds_per_usd: float) -> Pull | None:
+    """The settled pull of an evaluated child (None while its evaluation is open)."""
+    row = state.full_rows.get(runtime_id)
+    if row is None:
+        return None
+    cost = float(row.duration_s or 0.0) + usd * seconds_per_usd
+    if row.status != "passed":
+        return Pull(arm, 0.0, cost)
+    parent = next((p for p, role in state.edges.get(runtime_id, ()) if role == "parent"), None)
+    pm = state.members.get(parent) if parent is not None else None
+    if pm is None or not pm.passed:
+        return Pull(arm, 0.0, cost)
+    return Pull(arm, gain(dict(row.metrics or {}), pm.metrics, objective), cost)
+
+
+def restore(cfg: RunConfig, store: Any, run_id: int, state: RunState,
+            events: list[Any]) -> tuple[ThompsonBandit, dict[int, tuple[str, float]]]:
+    """The run's bandit with every recorded pull folded in, and its open children (arm, usd).
+
+    A child with no `bandit` event (its session killed between storing it and writing the
+    event) is credited to the arm named like its operator, if there is one.
+    """
+    bandit = ThompsonBandit(run_arms(cfg), cfg.search.prior_strength, cfg.search.uses_bandit())
+    objective, rate = cfg.selection.parsed_objectives()[0], cfg.search.seconds_per_usd
+    for row in run_evaluations(store, run_id, PROPOSE):
+        arts = row.artifacts or {}
+        arm = arts.get("arm") or arts.get("operator")
+        if arm:
+            bandit.record(Pull(str(arm), 0.0, float(arts.get("usd", 0.0)) * rate))
+    arms: dict[int, tuple[str, float]] = {}
+    for e in events:
+        d = e.data or {}
+        if e.kind == "bandit" and "runtime" in d:
+            arms[int(d["runtime"])] = (str(d["arm"]), float(d.get("usd", 0.0)))
+    open_: dict[int, tuple[str, float]] = {}
+    for rid, m in state.members.items():
+        if m.operator in COPY_OPERATORS + ("seed",):
+            continue
+        arm, usd = arms.get(rid, (m.operator, 0.0))
+        if arm not in bandit.prior:
+            continue
+        pull = child_pull(state, rid, arm, usd, objective, rate)
+        if pull is None:
+            open_[rid] = (arm, usd)
+        else:
+            bandit.record(pull)
+    return bandit, open_
+
+
+def stored_status(store: Any, run: int | str) -> dict[str, Any] | None:
+    """A stored run's operator choice as plain data (None if its config no longer loads)."""
+    rec = store.get_run(run)
+    try:
+        cfg = config_from_dict(rec.config, f"run {rec.name}'s stored config")
+    except ConfigError:
+        return None
+    bandit, _ = restore(cfg, store, rec.id, load_state(store, rec.id), store.events(rec.id))
+    return {"method": cfg.search.method, "bandit": bandit.enabled,
+            "arms": [asdict(a) for a in bandit.status()]}
