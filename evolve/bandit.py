@@ -213,7 +213,8 @@ def restore(cfg: RunConfig, store: Any, run_id: int, state: RunState,
 
 
 def stored_status(store: Any, run: int | str) -> dict[str, Any] | None:
-    """A stored run's operator choice as plain data (None if its config no longer loads)."""
+    """A stored run's operator choice as plain data, under the config the run began with
+    (None if that config no longer loads)."""
     rec = store.get_run(run)
     try:
         cfg = config_from_dict(rec.config, f"run {rec.name}'s stored config")
