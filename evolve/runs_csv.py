@@ -44,15 +44,16 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         if r.status not in ("passed", "pending", "running"):
             st = (r.artifacts or {}).get("failed_stage") or "unknown"
             failed_stage[st] = failed_stage.get(st, 0) + 1
+    # best: only runtimes that passed `correctness` (a sim-only score is never best)
     passed = [r for r in full if r.status == "passed" and isinstance(
-        (r.metrics or {}).get(metric), (int, float))]
+        (r.metrics or {}).get(metric), (int, float)) and (r.metrics or {}).get("confirmed", 1)]
     seed_ids = [i for i, r in runtimes.items() if r.operator == "seed"]
     seed_row = next((r for r in passed if r.runtime_id in seed_ids), None)
     best = max(passed, key=lambda r: sign * r.metrics[metric], default=None)
     seed_v = seed_row.metrics[metric] if seed_row else None
     best_v = best.metrics[metric] if best else None
-    seed_tok = (seed_row.metrics or {}).get("tok_s") if seed_row else None
-    best_tok = (best.metrics or {}).get("tok_s") if best else None
+    seed_tok = _engine(seed_row, "tok_s")
+    best_tok = _engine(best, "tok_s")
     events = store.events(rec.id)
     start = next((e.data or {} for e in events if e.kind == "start"), {})
     ends = [e.data or {} for e in events if e.kind in ("session_end", "session_lost")]
@@ -88,7 +89,7 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         # tok/s of best and seed come from separate evaluations (separate processes);
         # `best_ratio` is the best's ratio to the seed measured interleaved in one process.
         "speedup": best_tok / seed_tok if best_tok and seed_tok else None,
-        "best_ratio": (best.metrics or {}).get("ratio") if best else None,
+        "best_ratio": _engine(best, "ratio"),
         "llm_calls": usage["calls"], "llm_tokens_in": usage["tokens_in"],
         "llm_tokens_out": usage["tokens_out"], "llm_usd": usage["usd"],
         "gpu_s": sum(float(r.duration_s or 0) for r in full
@@ -166,3 +167,11 @@ def _cell(v: Any) -> Any:
     if isinstance(v, float):
         return f"{v:.6g}"
     return "" if v is None else v
+
+
+def _engine(row: Any, key: str) -> Any:
+    """A real-engine figure of a `full` row: `key`, or `confirm_<key>` in a sim-fidelity run."""
+    if row is None:
+        return None
+    m = row.metrics or {}
+    return m.get(key, m.get(f"confirm_{key}"))

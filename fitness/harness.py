@@ -202,6 +202,11 @@ class Harness:
                    "options": {**self.options, "parents": parents or {}}}
             base_d, sim_base = self._sim_baselines(d, baseline, workloads, model) \
                 if "sim" in benches else ({}, {})
+            if sim_base:  # a candidate far slower than the seed is cut off on the modeled clock
+                factor = float(self.options.get("sim_max_slowdown", 4.0))
+                job["options"]["sim_max_modeled_s"] = {
+                    w: factor * b["modeled_time_s"] for w, b in sim_base.items()
+                    if isinstance(b, dict)}
             for res, (stage, i) in zip(self._run_worker(job, names), keys):
                 if stage == "sim":
                     res = self._sim_ratio(res, d, base_d, workloads[i],

@@ -225,12 +225,18 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
              slo_ttft_s: float = 1.0, slo_tpot_s: float = 0.05,
              engine_params: dict[str, Any] | None = None, model: str | None = None,
              on_llm: Callable[[Any], None] | None = None, real: bool = False,
-             timing: dict[str, float] | None = None) -> dict[str, Any]:
+             timing: dict[str, float] | None = None,
+             max_modeled_s: float | None = None) -> dict[str, Any]:
     """Run `workload` with `spec` in simulation on the modeled clock; metrics and counters.
 
     `modeled_tok_s` is output tokens over the makespan (first arrival to last finish on the
     modeled clock; the busy time alone is `modeled_busy_s`), so a trace replayed at its
     timestamps is bounded by its arrivals and its latencies tell policies apart.
+    `real=True` drives the real model the same way (same clock, same stops); `timing`, if
+    given, receives the wall seconds of the drive (`wall_s`, engine build excluded), kept
+    out of the metrics so that they stay deterministic. `max_modeled_s` stops a run whose
+    modeled clock passes it (`SimTooSlow`): a policy far slower than its baseline need not
+    be simulated to the end.
     Example:
         simulate({"slots": {}}, get_workload("shared-prefix"))["modeled_tok_s"]
     """
@@ -265,6 +271,9 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
         if not llm.has_unfinished():
             idle[0] += reqs[order[nxt]].arrival_s - now  # jump to the next arrival
             continue
+        if max_modeled_s is not None and now > max_modeled_s:
+            raise SimTooSlow(f"the modeled clock passed {max_modeled_s:.3f} s with "
+                             f"{len(reqs) - len(done)} of {len(reqs)} requests unfinished")
         before = meter.steps
         for out in llm.step():
             done[index[out.request_id]] = out
@@ -332,15 +341,24 @@ def run_sim_stage(ctx: Any) -> Any:
             why.append(w)
             raise _NotLoaded(w)
 
+    limit = (ctx.options.get("sim_max_modeled_s") or {}).get(ctx.workload)
     try:
         m = simulate(ctx.spec, wl, device=o["sim_device"], memory_gb=o["sim_memory_gb"],
                      utilization=o["sim_gpu_memory_utilization"], slo_ttft_s=o["slo_ttft_s"],
-                     slo_tpot_s=o["slo_tpot_s"], on_llm=check)
+                     slo_tpot_s=o["slo_tpot_s"], on_llm=check, max_modeled_s=limit)
     except _NotLoaded:
         return StageResult("sim", "rejected", {}, why[0])
+    except SimTooSlow as e:
+        return StageResult("sim", "rejected", {"modeled_time_limit_s": limit},
+                           f"sim: far slower than the baseline on {ctx.workload} "
+                           f"(option sim_max_slowdown): {e}")
     m["fidelity"] = "sim"
     return StageResult("sim", "passed", m, None, {"workload_hash": wl.content_hash})
 
 
 class _NotLoaded(Exception):
     pass
+
+
+class SimTooSlow(RuntimeError):
+    """The simulation passed its modeled-time limit."""

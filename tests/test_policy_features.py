@@ -149,7 +149,20 @@ def test_victim_decides_which_running_sequence_is_preempted(tmp_path: Path) -> N
                 break
             _step(sched, bm)
         out = next(s for s in seqs if s.num_preemptions)
-        assert out is (seqs[-1] if want == "newest" else seqs[0]), expr
+        # newest-first takes the last admitted; oldest-first an older one (the oldest not
+        # already in the step's batch: those keep their blocks)
+        assert (out is seqs[-1]) == (want == "newest"), expr
+
+
+def test_an_evolved_victim_keeps_the_engine_contract(tmp_path: Path) -> None:
+    src = Path("seeds/scheduler/policy.py").read_text()
+    i = src.index("def victim(")
+    r = src.index("    return ", i)
+    path = tmp_path / "oldest.py"
+    path.write_text(src[:r] + "    return age" + src[src.index("\n", r):])
+    m = simulate({"slots": {"scheduler": {"program": f"file:{path}"}}},
+                 get_workload("kv-pressure-cpu"))
+    assert m["work_preemptions"] > 0
 
 
 @pytest.mark.parametrize("workload", ["shared-prefix-cpu", "kv-pressure-cpu", "kv-pressure"])

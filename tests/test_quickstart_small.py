@@ -23,6 +23,7 @@ def test_quickstart_scaled_down_end_to_end(tmp_path, monkeypatch):
     cfg = load_config(ROOT / "scripts" / "quickstart.yaml", overrides=[
         "budget.max_evaluations=3", "budget.max_wall_seconds=null", "islands.count=1",
         "evaluation.workloads=[kv-pressure-cpu]", "stagnation.window=null",
+        "evaluation.confirm={when: always, workloads: [kv-pressure-cpu]}",
         "evaluation.options={bench_requests: 6, bench_repeats: 1, bench_max_tokens: 8, cpu_threads: 1}"])
     db = f"sqlite:///{tmp_path}/sds.db"
     out, summary = launch(cfg, name="qs-small", db=db, runs_csv=tmp_path / "runs.csv",
@@ -41,7 +42,11 @@ def test_quickstart_scaled_down_end_to_end(tmp_path, monkeypatch):
     for r in full:
         if r.status == "passed":
             assert (r.runtime_id, "correctness") in staged and (r.runtime_id, "bench") in staged
-            assert r.metrics["tok_s"] > 0 and r.metrics["ratio"] > 0
+            assert (r.runtime_id, "sim") in staged
+            # selected in sim, confirmed on the real engine: both fidelities recorded
+            assert r.metrics["fidelity"] == "sim" and r.metrics["confirmed"] == 1
+            assert r.metrics["modeled_ratio"] > 0 and r.metrics["work_steps"] > 0
+            assert r.metrics["confirm_tok_s"] > 0 and r.metrics["confirm_ratio"] > 0
     for child in children:
         assert any(e.node.operator == "seed" for e in store.ancestors(child.id))
         for ref in (c["program"] for c in child.spec["slots"].values()):

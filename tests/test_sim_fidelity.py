@@ -180,3 +180,18 @@ def test_a_request_with_a_realized_length_is_counted_by_it() -> None:
     r = Request((1, 2, 3), max_tokens=64, output_len=5)
     assert r.num_output_tokens == 5 and "output_len" in r.to_dict()
     assert "output_len" not in Request((1, 2, 3)).to_dict()  # built-in hashes unchanged
+
+
+def test_a_candidate_far_slower_than_the_seed_is_cut_off_on_the_modeled_clock() -> None:
+    from fitness import Harness
+
+    seed = {"slots": {"scheduler": {"program": "seed:scheduler/priority"}}}
+    slower = {"slots": {"scheduler": {"program": "seed:scheduler/fcfs"}}}  # 0.71x here
+    h = Harness(device="cpu", options={"sim_max_slowdown": 1.2})
+    assert h.evaluate(seed, stages=("sim",), workload="shared-prefix-cpu",
+                      baseline=seed).status == "passed"
+    rep = h.evaluate(slower, stages=("sim",), workload="shared-prefix-cpu", baseline=seed)
+    assert rep.status == "rejected" and "far slower than the baseline" in (rep.error or "")
+    loose = Harness(device="cpu", options={"sim_max_slowdown": 2.0})
+    rep = loose.evaluate(slower, stages=("sim",), workload="shared-prefix-cpu", baseline=seed)
+    assert rep.status == "passed" and rep.metrics["modeled_ratio"] < 1 / 1.2
