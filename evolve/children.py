@@ -24,7 +24,7 @@ from typing import Any
 from evolve import selection as sel
 from evolve.bandit import ARM_SEP, Pull, ThompsonBandit, operator_of, run_arms
 from evolve.config import ConfigError, RunConfig
-from evolve.operators.base import Candidate, MutationContext, Proposal, Rejected
+from evolve.operators.base import Candidate, MutationContext, Objective, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.population import FULL, PROPOSE, runtime_key, slot_code, spec_key
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
@@ -63,13 +63,23 @@ class ChildrenMixin:
             second = self._second_parent(parent)
             insp = self._inspirations(island, parent, slot)
         held: list[float] = []  # this proposal's dollar reservations
+        seed = self.st.members.get(self.st.seed_runtime_id)
+        choice = parent.spec.get("slots", {}).get(slot)
+        objective = Objective(
+            tuple((name, "max" if sign > 0 else "min") for name, sign in self.objectives),
+            tuple(cfg.evaluation.workloads),
+            "sim" if "sim" in cfg.evaluation.stages else "engine")
         ctx = MutationContext(
             slot=slot, contract=SLOTS[slot].contract.__doc__ or "",
             parent=self._candidate(parent, slot), second_parent=self._candidate(second, slot),
             inspirations=tuple(self._candidate(m, slot) for m in insp),
             recent_failures=tuple(self.book.failures[island]),
             rng=random.Random(rng.getrandbits(64)),
-            budget_ok=functools.partial(self.reserve_usd, held=held))
+            budget_ok=functools.partial(self.reserve_usd, held=held),
+            objective=objective, seed_metrics=dict(seed.metrics) if seed else {},
+            parent_params=dict((choice.get("params") if isinstance(choice, dict) else None)
+                               or {}),
+            engine_params=dict(parent.spec.get("engine") or {}))
         self.st.proposals += 1
         op = self.operators.get(arm) or self.operators[operator_of(arm)]
         fut = pool.submit(_propose, op, ctx, arm)

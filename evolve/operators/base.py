@@ -27,6 +27,15 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Objective:
+    """What the run selects on, so a prompt can say what is optimized and how it is measured."""
+
+    metrics: tuple[tuple[str, str], ...] = ()  # (metric, "max" or "min"); the first ranks
+    workloads: tuple[str, ...] = ()  # the workloads each child is scored on
+    fidelity: str = "engine"  # "sim": the cost model prices the engine's counted work
+
+
+@dataclass(frozen=True, slots=True)
 class MutationContext:
     """Everything an operator may use to propose a child of `parent`."""
 
@@ -38,6 +47,10 @@ class MutationContext:
     recent_failures: tuple[str, ...] = ()  # "stage: error" lines of recent failed children
     rng: random.Random = field(default_factory=random.Random)
     budget_ok: Callable[[float], bool] = lambda est_cost: True  # checked before each LLM call
+    objective: Objective | None = None  # None: the prompt says nothing of the objective
+    seed_metrics: dict[str, Any] = field(default_factory=dict)  # the seed runtime's, same shape
+    parent_params: dict[str, Any] = field(default_factory=dict)  # `slot`'s params in the spec
+    engine_params: dict[str, Any] = field(default_factory=dict)  # the parent spec's engine params
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """Prompt templates (plain text with `$field`s in this folder) and their rendering.
 
-`diff.txt` and `rewrite.txt` carry the slot's contract, the parent's code, metrics and
-evaluation artifacts, recent failures, inspirations, the EVOLVE-BLOCK rule and the exact
-reply format; `repair.txt` shows a rejected reply with its error.
+`diff.txt` and `rewrite.txt` carry the slot's contract, the objective and how it is
+computed, the parent's code, metrics (per workload against the seed's, `feedback.py`),
+parameters in effect and evaluation artifacts, recent failures, inspirations, the
+EVOLVE-BLOCK rule and the exact reply format; `repair.txt` shows a rejected reply with its
+error.
 
 Example:
     prompt = build_prompt("diff", ctx)             # ctx: evolve.operators.base.MutationContext
@@ -19,6 +21,7 @@ from string import Template
 from typing import Any
 
 from evolve.operators.base import Candidate, MutationContext
+from evolve.prompts.feedback import format_objective, format_params, format_workload_table
 
 PROMPT_DIR = Path(__file__).resolve().parent
 KINDS = ("diff", "rewrite")
@@ -48,12 +51,14 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"\n... ({len(text) - limit} more chars)"
 
 
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """Metrics as `- key: value` lines, floats to 4 significant digits."""
+def format_metrics(metrics: dict[str, Any], skip: frozenset[str] = frozenset()) -> str:
+    """Metrics as `- key: value` lines (but the keys in `skip`), floats to 4 significant digits."""
     if not metrics:
         return "- (not measured yet)"
     lines = []
     for key, value in sorted(metrics.items()):
+        if key in skip:
+            continue
         if isinstance(value, float):
             value = f"{value:.4g}"
         elif isinstance(value, (dict, list)):
@@ -99,7 +104,12 @@ def build_prompt(kind: str, ctx: MutationContext, max_inspirations: int = 3) -> 
         raise ValueError(f"prompt kind must be one of {KINDS}, got {kind!r}")
     return render(kind, slot=ctx.slot, contract=inspect.cleandoc(ctx.contract or "(no contract given)"),
                   parent_code=ctx.parent.code.rstrip(),
-                  parent_metrics=format_metrics(ctx.parent.metrics),
+                  objective=format_objective(ctx.objective, ctx.parent.metrics,
+                                             ctx.seed_metrics),
+                  parent_metrics=format_metrics(ctx.parent.metrics, frozenset({"workloads"})),
+                  workload_table=format_workload_table(ctx.parent.metrics, ctx.seed_metrics,
+                                                       ctx.objective),
+                  params=format_params(ctx),
                   parent_artifacts=format_artifacts(ctx.parent.artifacts),
                   failures=format_failures(ctx.recent_failures),
                   inspirations=format_inspirations(ctx.inspirations, max_inspirations),
