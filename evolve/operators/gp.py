@@ -14,6 +14,7 @@ stay reproducible and the global `random` state is never touched).
 
 from __future__ import annotations
 
+import ast
 import logging
 import math
 import random
@@ -30,7 +31,7 @@ from evolve.operators.options import check_keys, number
 log = logging.getLogger(__name__)
 
 _DEAP_LOCK = threading.Lock()
-MUTATIONS = ("uniform", "node_replacement", "ephemeral", "shrink")
+MUTATIONS = ("uniform", "node_replacement", "ephemeral", "shrink", "add_term")
 CONFIG_KEYS = frozenset({"weight", "max_height", "crossover_prob", "mutations", "attempts"})
 
 
@@ -125,6 +126,8 @@ class GPOperator:
                 child, _ = gp.cxOnePoint(child, gp.PrimitiveTree(list(other)))
                 return child, "cxOnePoint"
             how = rng.choice(self.mutations)
+            if how == "add_term":
+                return _add_term(child, pset, rng), "mut_add_term"
             if how == "uniform":
                 (child,) = gp.mutUniform(child, expr=lambda pset, type_: gp.genFull(
                     pset, min_=0, max_=2, type_=type_), pset=pset)
@@ -137,6 +140,22 @@ class GPOperator:
             return child, f"mut_{how}"
         finally:
             gp.random = saved
+
+
+def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet,
+              rng: random.Random) -> gp.PrimitiveTree:
+    """`expr + c * arg`: one more feature, weighted by a fresh constant (log-uniform
+    magnitude 1e-3..10, either sign). Subtree mutations rarely bring in an argument the
+    expression lacks with a weight large enough to matter; this does it in one step, and
+    `ephemeral` / the literal operator then tune the weight."""
+    args = list(pset.arguments)
+    used = {node.name for node in tree if isinstance(node, gp.Terminal)}
+    fresh = [a for a in args if a not in used]
+    # mostly a feature the expression does not use yet: that is what subtrees rarely add
+    arg = rng.choice(fresh if fresh and rng.random() < 0.75 else args)
+    const = gp_tree.random_constant()
+    src = f"({gp_tree.render(tree)}) + {const!r} * {arg}"
+    return gp_tree.to_tree(ast.parse(src, mode="eval").body, pset)
 
 
 def _probe(expr: str, args: tuple[str, ...], probes: list[list[float]]) -> str | None:
