@@ -7,6 +7,14 @@ so the result is never worse than the defaults. Each trial is one harness evalua
 that fails any stage is a FAIL trial, never a score. The best parameters become a child
 runtime (operator `tune`) with the best trial's stage results recorded as its evaluations.
 
+Two fidelities. `engine` (the default): each trial runs correctness and bench on the real
+engine, scored on `tok_s`. `sim` (`sim` among the stages): each trial runs only the
+candidate's scheduler and cache policy on the engine with a runner that skips the forward
+pass (fitness/sim.py), at full size for a fraction of the cost, scored on `modeled_tok_s`
+(or any metric, either direction); the best trial alone is then confirmed on the real
+engine (correctness + bench on a confirmation workload), and becomes a child only if it
+passes: nothing is ranked best without `correctness` (population_db/queries.py).
+
 Example:
     >>> from population_db import Store
     >>> res = tune_runtime(Store.open("sqlite:///results/sds.db"), 12, trials=20)
@@ -48,9 +56,29 @@ METRIC = "tok_s"
 # quick_bench only screens against a parent; a trial has none, and bench measures anyway.
 TUNE_STAGES = ("static", "contract", "correctness", "bench")
 SLOT_LEVEL = ("static", "contract")  # recorded per program by the harness, not per runtime
+SIM_TRIAL_STAGES = ("static", "contract", "sim")  # what a sim trial may run: no real engine
+CONFIRM_STAGES = ("correctness", "bench")  # the sim fidelity's best, once, on the real engine
+SIM_METRIC = "modeled_tok_s"
+DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize",
+              "minimize": "minimize"}
 
 class TrialFailed(Exception):
     """A trial whose evaluation did not pass: Optuna records it as FAIL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    """How trials are scored: fidelity, metric and its direction, and (sim) the confirmation."""
+
+    fidelity: str  # "engine" or "sim"
+    metric: str
+    direction: str  # "maximize" or "minimize"
+    confirm_workload: str | None = None  # sim only: where the best is confirmed
+    confirm_model: str | None = None
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score `a` beats score `b` in this direction."""
+        return a > b if self.direction == "maximize" else a < b
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +97,63 @@ class TuneResult:
     trials: int
     workload: str
     fail_reasons: dict[str, int] = field(default_factory=dict)
-    best_ratio: float | None = None  # best trial's tok/s over the untuned runtime's, interleaved
+    # best trial's tok/s over the untuned runtime's, interleaved (sim: modeled_ratio)
+    best_ratio: float | None = None
+    fidelity: str = "engine"
+    metric: str = METRIC
+    direction: str = "maximize"
+    confirm_workload: str | None = None  # sim: the real-engine workload of the confirmation
+    confirm_tok_s: float | None = None  # sim: the confirmed best's real tok/s
+    confirm_ratio: float | None = None  # ... over the untuned runtime's
+    confirm_error: str | None = None  # sim: why the best was not recorded (failed confirmation)
 
     @property
     def improved(self) -> bool:
         """Whether the best trial beat the runtime's own parameters."""
-        return (self.best_value is not None and self.default_value is not None
-                and self.best_value > self.default_value)
+        if self.best_value is None or self.default_value is None:
+            return False
+        if self.direction == "minimize":
+            return self.best_value < self.default_value
+        return self.best_value > self.default_value
 
 
-def study_name_for(runtime_id: int, workload: str) -> str:
-    """The study name of a runtime on a workload: tuning resumes by it."""
-    return f"sds-tune-rt{runtime_id}-{workload}"
+def parse_metric(text: str) -> tuple[str, str]:
+    """`NAME[:max|:min]` as (NAME, "maximize" | "minimize"); no suffix means maximize.
+
+    >>> parse_metric("modeled_ttft_p99_s:min")
+    ('modeled_ttft_p99_s', 'minimize')
+    """
+    name, _, sense = str(text).strip().partition(":")
+    name = name.strip()
+    if not name or not name.replace("_", "").isalnum() or (sense and sense not in DIRECTIONS):
+        raise TuneError(f"metric must be NAME, NAME:max or NAME:min (e.g. modeled_tok_s:max, "
+                        f"modeled_ttft_p99_s:min), got {text!r}")
+    return name, DIRECTIONS[sense or "max"]
+
+
+def default_confirm_workload(workload: str, device: str) -> str:
+    """Where a sim study's best is confirmed on the real engine: on CUDA the tuned workload
+    itself; on CPU its `-cpu` variant when one exists, else nanovllm-bench-cpu."""
+    from fitness.workloads import WORKLOADS
+
+    if device != "cpu" or workload.endswith("-cpu"):
+        return workload
+    return f"{workload}-cpu" if f"{workload}-cpu" in WORKLOADS else DEFAULT_WORKLOAD
+
+
+def study_name_for(runtime_id: int, workload: str, fidelity: str = "engine",
+                   metric: str | None = None, direction: str = "maximize") -> str:
+    """The study name of a runtime on a workload: tuning resumes by it.
+
+    The fidelity, and a metric or direction other than the fidelity's default, are part of
+    the name, so a sim study never resumes an engine study (their values are not comparable).
+    """
+    name = f"sds-tune-rt{runtime_id}-{workload}" if fidelity == "engine" \
+        else f"sds-tune-{fidelity}-rt{runtime_id}-{workload}"
+    default = SIM_METRIC if fidelity == "sim" else METRIC
+    if (metric or default) != default or direction != "maximize":
+        name += f"-{metric or default}-{direction[:3]}"
+    return name
 
 
 def open_storage(url: str, heartbeat_s: int | None = 30) -> optuna.storages.RDBStorage:
@@ -210,17 +283,67 @@ def _workload_facts(workload: str, model: str | None) -> tuple[frozenset[str], s
     return frozenset(w.engine_overrides), model or w.model
 
 
+def _scoring(stages: tuple[str, ...], metric: str | None, direction: str,
+             confirm_workload: str | None, workload: str, device: str) -> Scoring:
+    """How this study scores its trials, checked before any trial runs."""
+    from fitness import STAGES
+
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise TuneError(f"stages must be drawn from {', '.join(STAGES)}, got {list(stages)}")
+    if direction not in ("maximize", "minimize"):
+        raise TuneError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    if metric is not None:
+        metric, _ = parse_metric(metric)
+    if "sim" not in stages:
+        if confirm_workload is not None:
+            raise TuneError(f"confirm_workload={confirm_workload!r} needs the sim stage: an "
+                            f"engine study's trials already run on the real engine")
+        return Scoring("engine", metric or METRIC, direction)
+    engine = [s for s in stages if s not in SIM_TRIAL_STAGES]
+    if engine:
+        raise TuneError(f"a sim study's trials run only {', '.join(SIM_TRIAL_STAGES)}; "
+                        f"{', '.join(engine)} run once, to confirm the best, got {list(stages)}")
+    cw = confirm_workload or default_confirm_workload(workload, device)
+    _, confirm_model = _workload_facts(cw, None)
+    return Scoring("sim", metric or SIM_METRIC, direction, cw, confirm_model)
+
+
+def _usable(value: Any, metric: str) -> bool:
+    """A finite number (and, for a throughput, a positive one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > 0 or not metric.endswith("tok_s")
+
+
+def _why(report: Any) -> str:
+    """One line: the stage a report failed at, its status, and its error."""
+    failed = [s for s in getattr(report, "stages", None) or [] if s.status != "passed"]
+    err = failed[-1].error if failed else None
+    return " ".join(f"{report.failed_stage or '?'} {report.status}: "
+                    f"{err or 'no error text'}".split())
+
+
 def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
                  workload: str = DEFAULT_WORKLOAD, study_name: str | None = None, seed: int = 0,
                  harness: Any = None, timeout_s: float | None = None, *,
                  stages: tuple[str, ...] | None = None, model: str | None = None,
                  device: str | None = None, heartbeat_s: int | None = 30,
-                 progress: bool = True) -> TuneResult:
+                 progress: bool = True, metric: str | None = None,
+                 direction: str = "maximize",
+                 confirm_workload: str | None = None) -> TuneResult:
     """Tune runtime `runtime_id` with `trials` harness evaluations; return what was found.
 
     Resumes the study of the same name: finished (COMPLETE or FAIL) trials count toward
     `trials` and are never repeated; a trial killed mid-way is retried once its heartbeat
     is stale. Example: `tune_runtime(store, 7, trials=30, workload="shared-prefix-cpu")`.
+
+    With `sim` among `stages` (e.g. `("static", "contract", "sim")`) trials are scored in
+    simulation on `metric` (default modeled_tok_s; `direction` "minimize" for latencies),
+    and the best is confirmed with correctness + bench on `confirm_workload` (default:
+    `default_confirm_workload`) before it becomes a child; a best that fails is not recorded
+    and `TuneResult.confirm_error` says why. Example: `tune_runtime(store, 7, trials=40,
+    workload="shared-prefix", stages=("static", "contract", "sim"))`.
     """
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise TuneError(f"trials must be a positive integer, got {trials!r}")
@@ -229,20 +352,26 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
     if device is None:
         import torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    stages = tuple(stages or TUNE_STAGES)
+    scoring = _scoring(stages, metric, direction, confirm_workload, workload, device)
     if harness is None:
         from fitness import Harness
         # No store: trial results live in the study; only the winner is recorded (below).
         harness = Harness(store=None, device=device, program_dir=program_dir(), prestart=True)
-    stages = tuple(stages or TUNE_STAGES)
     fixed, model = _workload_facts(workload, model)
     materialize_spec(store, spec)
     space = search_space(spec, device, fixed)
-    name = study_name or study_name_for(rt.id, workload)
+    name = study_name or study_name_for(rt.id, workload, scoring.fidelity, scoring.metric,
+                                        scoring.direction)
     url = _storage_url(store)
     with setup_lock(url):
         storage = open_storage(url, heartbeat_s)
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                    load_if_exists=True)
+        study = optuna.create_study(study_name=name, storage=storage,
+                                    direction=scoring.direction, load_if_exists=True)
+        if study.direction.name.lower() != scoring.direction:
+            raise TuneError(f"study {name!r} exists and {study.direction.name.lower()}s its "
+                            f"objective; this tuning would {scoring.direction} "
+                            f"{scoring.metric}: pick another study name")
         defaults = {p.name: p.default for p in space if p.default is not None}
         study.enqueue_trial(defaults, user_attrs={"sds_default": True}, skip_if_exists=True)
     # A resumed study must not replay the random start-up samples of the first session; on a
@@ -253,39 +382,40 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
                                                constant_liar=salt != 0)
     if heartbeat_s:
         _fail_orphans(study, storage, 2 * heartbeat_s)
+    ratio_key = "modeled_ratio" if scoring.fidelity == "sim" else "ratio"
 
     def objective(trial: optuna.Trial) -> float:
         values = {p.name: suggest(trial, p) for p in space}
         cand = apply_params(spec, space, values, device)
         # The tuned runtime is the baseline: bench interleaves the two, so each trial also
-        # carries its speed ratio over the untuned runtime measured in the same process.
+        # carries its speed ratio over the untuned runtime measured in the same process
+        # (sim: the harness simulates the baseline once and divides).
         report = harness.evaluate(cand, stages=stages, workload=workload, model=model,
                                   baseline=spec)
         trial.set_user_attr("stages", _stage_rows(report))
         trial.set_user_attr("workload_hash", getattr(report, "workload_hash", None))
-        trial.set_user_attr("ratio", (report.metrics or {}).get("ratio"))
-        value = (report.metrics or {}).get(METRIC)
+        trial.set_user_attr("ratio", (report.metrics or {}).get(ratio_key))
+        value = (report.metrics or {}).get(scoring.metric)
         if report.status != "passed":
-            failed = [s for s in getattr(report, "stages", []) if s.status != "passed"]
-            err = failed[-1].error if failed else None
-            reason = f"{report.failed_stage or '?'} {report.status}: {err or 'no error text'}"
+            reason = _why(report)
             trial.set_user_attr("fail_reason", reason[:500])
             raise TrialFailed(reason)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            trial.set_user_attr("fail_reason", f"no usable {METRIC} metric: {value!r}")
-            raise TrialFailed(f"passed without a usable {METRIC} metric: {value!r}")
+        if not _usable(value, scoring.metric):
+            trial.set_user_attr("fail_reason", f"no usable {scoring.metric} metric: {value!r}")
+            raise TrialFailed(f"passed without a usable {scoring.metric} metric: {value!r}")
         return float(value)
 
     done = len(finished_trials(study))
     if done < trials:
         bar = tqdm(total=trials, initial=done, desc=f"tune rt{rt.id}", unit="trial",
                    disable=not progress, dynamic_ncols=True)
+        pick = max if scoring.direction == "maximize" else min
 
         def on_trial(st: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
             fin = finished_trials(st)
             bar.n = min(len(fin), trials)
-            best = max((t.value for t in fin if t.state == TrialState.COMPLETE), default=None)
-            bar.set_postfix({"best_tok_s": f"{best:.1f}" if best else "-",
+            best = pick((t.value for t in fin if t.state == TrialState.COMPLETE), default=None)
+            bar.set_postfix({f"best_{scoring.metric}": "-" if best is None else f"{best:.4g}",
                              "failed": sum(t.state == TrialState.FAIL for t in fin)})
             if len(fin) >= trials:  # other workers count too (one study, many machines)
                 st.stop()
@@ -295,12 +425,17 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
             study.optimize(objective, n_trials=trials - done, timeout=timeout_s,
                            catch=(TrialFailed,), callbacks=[on_trial])
         bar.close()
-    return _finish(store, study, rt, spec, space, workload, device, trials)
+    return _finish(store, study, rt, spec, space, workload, device, trials, scoring, harness)
 
 
 def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: list[Param],
-            workload: str, device: str, trials: int) -> TuneResult:
-    """Record the best trial as a child runtime (once per best trial) and summarize."""
+            workload: str, device: str, trials: int, scoring: Scoring,
+            harness: Any) -> TuneResult:
+    """Record the best trial as a child runtime (once per best trial) and summarize.
+
+    In sim, the best is first confirmed on the real engine (once per best trial: a failed
+    confirmation is remembered in the study, not repeated on every resume).
+    """
     all_trials = finished_trials(study)
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
     failed = [t for t in all_trials if t.state == TrialState.FAIL]
@@ -311,30 +446,74 @@ def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: 
     default_vals = [t.value for t in complete if t.user_attrs.get("sds_default")]
     default_value = default_vals[0] if default_vals else None
     base = {"study_name": study.study_name, "parent_id": rt.id, "default_value": default_value,
-                "n_complete": len(complete), "n_failed": len(failed), "trials": trials,
-                "workload": workload, "fail_reasons": reasons}
+            "n_complete": len(complete), "n_failed": len(failed), "trials": trials,
+            "workload": workload, "fail_reasons": reasons, "fidelity": scoring.fidelity,
+            "metric": scoring.metric, "direction": scoring.direction,
+            "confirm_workload": scoring.confirm_workload}
     if not complete:
         return TuneResult(runtime_id=None, best_value=None, best_params={}, spec=None, **base)
-    best = max(complete, key=lambda t: (t.value, -t.number))
+    sign = 1.0 if scoring.direction == "maximize" else -1.0
+    best = max(complete, key=lambda t: (sign * t.value, -t.number))
     tuned = apply_params(spec, space, best.params, device).to_dict()
+    found = {"best_value": best.value, "best_params": dict(best.params), "spec": tuned,
+             "best_ratio": best.user_attrs.get("ratio")}
     recorded = study.user_attrs.get("sds_tuned") or {}
     if recorded.get("trial") == best.number:
-        child_id = recorded["runtime_id"]
+        return TuneResult(runtime_id=recorded["runtime_id"], **found, **base,
+                          confirm_tok_s=recorded.get("confirm_tok_s"),
+                          confirm_ratio=recorded.get("confirm_ratio"))
+    rows = [(r, workload, best.user_attrs.get("workload_hash"))
+            for r in best.user_attrs.get("stages", [])]
+    extra: dict[str, Any] = {}
+    confirmed: dict[str, Any] = {}
+    if scoring.fidelity == "sim":
+        conf = _confirm(study, best.number, tuned, spec, scoring, harness)
+        if "error" in conf:
+            return TuneResult(runtime_id=None, **found, **base, confirm_error=conf["error"])
+        rows += [(r, scoring.confirm_workload, conf["workload_hash"]) for r in conf["rows"]]
+        extra = {"fidelity": "sim", "confirmed": 1}
+        confirmed = {"confirm_tok_s": conf["tok_s"], "confirm_ratio": conf["ratio"]}
+    child = store.add_runtime(rt.run_id, tuned, island=getattr(rt, "island", 0) or 0,
+                              generation=(getattr(rt, "generation", 0) or 0) + 1,
+                              operator="tune", parents=[(rt.id, "parent")])
+    for row, wl, whash in rows:
+        if row["stage"] in SLOT_LEVEL:
+            continue
+        store.add_evaluation(stage=row["stage"], status=row["status"], runtime_id=child.id,
+                             run_id=rt.run_id, metrics={**row["metrics"], **extra},
+                             error=row["error"], workload=wl, device=device,
+                             workload_hash=whash,
+                             artifacts={"study": study.study_name, "trial": best.number},
+                             duration_s=row["duration_s"])
+    study.set_user_attr("sds_tuned", {"trial": best.number, "runtime_id": child.id,
+                                      **confirmed})
+    log.info("tuned runtime %s -> %s (%s %.4g)", rt.id, child.id, scoring.metric, best.value)
+    return TuneResult(runtime_id=child.id, **found, **base, **confirmed)
+
+
+def _confirm(study: optuna.Study, trial: int, tuned: dict[str, Any], spec: RuntimeSpec,
+             scoring: Scoring, harness: Any) -> dict[str, Any]:
+    """The sim best on the real engine: its stage rows, tok/s and ratio, or `error`.
+
+    A failure is stored in the study for this trial and workload, so a resumed study with the
+    same best reports it again without rerunning it.
+    """
+    key = {"trial": trial, "workload": scoring.confirm_workload}
+    failed = study.user_attrs.get("sds_confirm_failed") or {}
+    if {k: failed.get(k) for k in key} == key:
+        return {"error": failed["error"]}
+    report = harness.evaluate(tuned, stages=CONFIRM_STAGES, workload=scoring.confirm_workload,
+                              model=scoring.confirm_model, baseline=spec)
+    tok_s = (report.metrics or {}).get(METRIC)
+    if report.status != "passed":
+        error = _why(report)
+    elif not _usable(tok_s, METRIC):
+        error = f"bench passed without a usable {METRIC} metric: {tok_s!r}"
     else:
-        child = store.add_runtime(rt.run_id, tuned, island=getattr(rt, "island", 0) or 0,
-                                  generation=(getattr(rt, "generation", 0) or 0) + 1,
-                                  operator="tune", parents=[(rt.id, "parent")])
-        child_id = child.id
-        for row in best.user_attrs.get("stages", []):
-            if row["stage"] in SLOT_LEVEL:
-                continue
-            store.add_evaluation(stage=row["stage"], status=row["status"], runtime_id=child_id,
-                                 run_id=rt.run_id, metrics=row["metrics"], error=row["error"],
-                                 workload=workload, device=device,
-                                 workload_hash=best.user_attrs.get("workload_hash"),
-                                 artifacts={"study": study.study_name, "trial": best.number},
-                                 duration_s=row["duration_s"])
-        study.set_user_attr("sds_tuned", {"trial": best.number, "runtime_id": child_id})
-        log.info("tuned runtime %s -> %s (%s %.2f)", rt.id, child_id, METRIC, best.value)
-    return TuneResult(runtime_id=child_id, best_value=best.value, best_params=dict(best.params),
-                      spec=tuned, best_ratio=best.user_attrs.get("ratio"), **base)
+        return {"rows": _stage_rows(report), "tok_s": float(tok_s),
+                "ratio": report.metrics.get("ratio"),
+                "workload_hash": getattr(report, "workload_hash", None)}
+    error = f"trial {trial} failed confirmation on {scoring.confirm_workload}: {error}"[:1000]
+    study.set_user_attr("sds_confirm_failed", {**key, "error": error})
+    log.warning("%s: %s", study.study_name, error)
+    return {"error": error}
