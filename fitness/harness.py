@@ -207,6 +207,10 @@ class Harness:
                 job["options"]["sim_max_modeled_s"] = {
                     w: factor * b["modeled_time_s"] for w, b in sim_base.items()
                     if isinstance(b, dict)}
+                # engine steps are what a simulation costs on the CPU
+                job["options"]["sim_max_steps"] = {
+                    w: int(factor * b["work_steps"]) + 100 for w, b in sim_base.items()
+                    if isinstance(b, dict) and "work_steps" in b}
             for res, (stage, i) in zip(self._run_worker(job, names), keys):
                 if stage == "sim":
                     res = self._sim_ratio(res, d, base_d, workloads[i],

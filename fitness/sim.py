@@ -226,7 +226,8 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
              engine_params: dict[str, Any] | None = None, model: str | None = None,
              on_llm: Callable[[Any], None] | None = None, real: bool = False,
              timing: dict[str, float] | None = None,
-             max_modeled_s: float | None = None) -> dict[str, Any]:
+             max_modeled_s: float | None = None,
+             max_steps: int | None = None) -> dict[str, Any]:
     """Run `workload` with `spec` in simulation on the modeled clock; metrics and counters.
 
     `modeled_tok_s` is output tokens over the makespan (first arrival to last finish on the
@@ -235,8 +236,8 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
     `real=True` drives the real model the same way (same clock, same stops); `timing`, if
     given, receives the wall seconds of the drive (`wall_s`, engine build excluded), kept
     out of the metrics so that they stay deterministic. `max_modeled_s` stops a run whose
-    modeled clock passes it (`SimTooSlow`): a policy far slower than its baseline need not
-    be simulated to the end.
+    modeled clock passes it, `max_steps` one that takes more engine steps (`SimTooSlow`): a
+    policy far slower than its baseline need not be simulated to the end.
     Example:
         simulate({"slots": {}}, get_workload("shared-prefix"))["modeled_tok_s"]
     """
@@ -253,6 +254,7 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
     engine.clock = lambda: meter.now() + idle[0]
     engine.step_observer = meter
     stats0 = dict(engine.stats)
+    steps0 = engine.steps
     reqs = workload.requests
     order = sorted(range(len(reqs)), key=lambda i: reqs[i].arrival_s)
     index: dict[int, int] = {}
@@ -274,6 +276,9 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
         if max_modeled_s is not None and now > max_modeled_s:
             raise SimTooSlow(f"the modeled clock passed {max_modeled_s:.3f} s with "
                              f"{len(reqs) - len(done)} of {len(reqs)} requests unfinished")
+        if max_steps is not None and engine.steps - steps0 > max_steps:
+            raise SimTooSlow(f"{max_steps} engine steps with {len(reqs) - len(done)} of "
+                             f"{len(reqs)} requests unfinished")
         before = meter.steps
         for out in llm.step():
             done[index[out.request_id]] = out
@@ -342,10 +347,12 @@ def run_sim_stage(ctx: Any) -> Any:
             raise _NotLoaded(w)
 
     limit = (ctx.options.get("sim_max_modeled_s") or {}).get(ctx.workload)
+    max_steps = (ctx.options.get("sim_max_steps") or {}).get(ctx.workload)
     try:
         m = simulate(ctx.spec, wl, device=o["sim_device"], memory_gb=o["sim_memory_gb"],
                      utilization=o["sim_gpu_memory_utilization"], slo_ttft_s=o["slo_ttft_s"],
-                     slo_tpot_s=o["slo_tpot_s"], on_llm=check, max_modeled_s=limit)
+                     slo_tpot_s=o["slo_tpot_s"], on_llm=check, max_modeled_s=limit,
+                     max_steps=max_steps)
     except _NotLoaded:
         return StageResult("sim", "rejected", {}, why[0])
     except SimTooSlow as e:

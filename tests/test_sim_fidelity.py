@@ -195,3 +195,22 @@ def test_a_candidate_far_slower_than_the_seed_is_cut_off_on_the_modeled_clock() 
     loose = Harness(device="cpu", options={"sim_max_slowdown": 2.0})
     rep = loose.evaluate(slower, stages=("sim",), workload="shared-prefix-cpu", baseline=seed)
     assert rep.status == "passed" and rep.metrics["modeled_ratio"] < 1 / 1.2
+
+
+def test_a_policy_that_serializes_everything_is_cut_off_by_steps(tmp_path: Path) -> None:
+    from fitness import Harness
+
+    src = Path("seeds/scheduler/policy.py").read_text()
+    i = src.index("def defer(")
+    r = src.index("    return ", i)
+    path = tmp_path / "always_defer.py"  # admits only when nothing runs: one at a time
+    path.write_text(src[:r] + "    return 1.0" + src[src.index("\n", r):])
+    seed = {"slots": {"scheduler": {"program": "seed:scheduler/policy"}}}
+    h = Harness(device="cpu")
+    rep = h.evaluate({"slots": {"scheduler": {"program": f"file:{path}"}}}, stages=("sim",),
+                     workload="kv-pressure-cpu", baseline=seed)
+    assert rep.status == "rejected" and "far slower" in (rep.error or ""), rep.error
+    from fitness.sim import SimTooSlow
+    with pytest.raises(SimTooSlow, match="engine steps"):
+        simulate({"slots": {"scheduler": {"program": f"file:{path}"}}},
+                 get_workload("kv-pressure-cpu"), max_steps=4 * 171)
