@@ -227,7 +227,8 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
              on_llm: Callable[[Any], None] | None = None, real: bool = False,
              timing: dict[str, float] | None = None,
              max_modeled_s: float | None = None,
-             max_steps: int | None = None) -> dict[str, Any]:
+             max_steps: int | None = None,
+             bandwidth: float | None = None) -> dict[str, Any]:
     """Run `workload` with `spec` in simulation on the modeled clock; metrics and counters.
 
     `modeled_tok_s` is output tokens over the makespan (first arrival to last finish on the
@@ -244,6 +245,8 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
     from fitness.costmodel import QWEN3_0_6B, WORK_COUNTERS, CostMeter, device_profile
 
     prof = device_profile(device)
+    if bandwidth:  # a copy bandwidth measured on the machine (`sds bench`), bytes/s
+        prof = prof.with_bandwidth(bandwidth)
     llm, runner = build_sim_llm(workload, spec, prof, memory_gb, utilization, engine_params,
                                 model, real)
     if on_llm is not None:
@@ -322,7 +325,7 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
 
 # the evaluation options the sim stage reads, with their defaults
 SIM_OPTIONS = {"sim_device": "h100", "sim_memory_gb": None, "sim_gpu_memory_utilization": 0.9,
-               "slo_ttft_s": 1.0, "slo_tpot_s": 0.05}
+               "sim_bandwidth": None, "slo_ttft_s": 1.0, "slo_tpot_s": 0.05}
 
 
 def sim_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +355,7 @@ def run_sim_stage(ctx: Any) -> Any:
         m = simulate(ctx.spec, wl, device=o["sim_device"], memory_gb=o["sim_memory_gb"],
                      utilization=o["sim_gpu_memory_utilization"], slo_ttft_s=o["slo_ttft_s"],
                      slo_tpot_s=o["slo_tpot_s"], on_llm=check, max_modeled_s=limit,
-                     max_steps=max_steps)
+                     max_steps=max_steps, bandwidth=o["sim_bandwidth"])
     except _NotLoaded:
         return StageResult("sim", "rejected", {}, why[0])
     except SimTooSlow as e:

@@ -140,6 +140,9 @@ def test_sim_is_deterministic_and_sizes_the_cache_from_device_memory() -> None:
     assert a == b
     h200 = simulate(spec, wl, device="h200")
     assert h200["modeled_tok_s"] > a["modeled_tok_s"]  # more bandwidth, same work
+    measured = simulate(spec, wl, device="h100", bandwidth=2.0e12)  # a slower measured copy
+    assert measured["modeled_tok_s"] < a["modeled_tok_s"]
+    assert measured["work_steps"] == a["work_steps"]  # same work, priced differently
     small = simulate(spec, wl, device="h100", memory_gb=4)
     assert small["num_kv_blocks"] < a["num_kv_blocks"]
     assert small["work_preemptions"] > a["work_preemptions"] == 0
