@@ -47,7 +47,8 @@ def activation_reserve_bytes(mc: Any, max_num_batched_tokens: int, max_num_seqs:
 
 def sim_num_kv_blocks(mc: Any, engine: dict[str, Any], memory_gb: float,
                       utilization: float) -> int:
-    """KV blocks a GPU of `memory_gb` would hold for model config `mc` (see module doc)."""
+    """KV blocks a GPU of `memory_gb` GiB would hold for model config `mc` (see module doc;
+    a datasheet's "80 GB" is taken as 80 GiB, slightly more than such a GPU reports)."""
     bs = int(engine.get("block_size", 16))
     seqs = int(engine.get("max_num_seqs", 256))
     tokens = int(engine.get("max_num_batched_tokens", 16384))

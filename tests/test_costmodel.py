@@ -145,8 +145,8 @@ def _modeled(runtime: dict, wl: str) -> dict:
                                   runner_factory=StubRunner), w, warmup=False)
 
 
-def test_modeled_metric_is_deterministic_and_ranks_policies():
-    wl = random.choice(["kv-pressure-cpu", "shared-prefix-cpu"])
+@pytest.mark.parametrize("wl", ["kv-pressure-cpu", "shared-prefix-cpu"])
+def test_modeled_metric_is_deterministic_and_ranks_policies(wl):
     a, b = _modeled(SEED_RT, wl), _modeled(SEED_RT, wl)
     assert a["modeled_tok_s"] == b["modeled_tok_s"]
     assert a["steps"] == b["steps"] and a["stats_preemptions"] == b["stats_preemptions"]

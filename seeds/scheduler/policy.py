@@ -130,27 +130,16 @@ class Scheduler:
         return cached, n
 
     def _keys(self, head: list[Sequence], free: float, queue: float) -> dict[int, float]:
-        """priority(...) of each request in `head` (one pass, locals bound: it runs often)."""
-        bm, steps, arrived = self.bm, self.steps, self.arrived
-        block = bm.block_size
-        bs = float(block)
-        cached_blocks, hashes_of, inflight = bm.cached_prefix_blocks, bm.prefix_hashes, \
-            self.inflight
-        running = float(len(self.running))
+        """priority(...) of each request in `head`."""
+        bs, steps, running = float(self.bm.block_size), self.steps, float(len(self.running))
         keys = {}
         for seq in head:
-            toks = seq.token_ids
-            cached = cached_blocks(seq)
-            fly = cached
-            if inflight:
-                hashes, m = hashes_of(seq), (len(toks) - 1) // block
-                while fly < m and hashes[fly] in inflight:
-                    fly += 1
-            fly -= cached
+            cached, inflight = self._prefix(seq)
+            sp = seq.sampling_params
             keys[seq.seq_id] = priority(
-                float(steps - arrived[seq.seq_id]), float(len(toks) - seq.num_computed_tokens),
-                cached * bs, fly * bs,
-                float(seq.sampling_params.max_tokens - (len(toks) - seq.num_prompt_tokens)),
+                float(steps - self.arrived[seq.seq_id]), float(seq.num_uncomputed_tokens),
+                cached * bs, inflight * bs,
+                float(sp.max_tokens - seq.num_completion_tokens),
                 float(seq.num_preemptions), free, running, queue)
         return keys
 
