@@ -8,9 +8,6 @@ from typing import Any
 STAGES = ("static", "contract", "sim", "correctness", "quick_bench", "bench")
 SLOT_STAGES = ("static", "contract")  # judged per program; cached by code hash
 BENCH_STAGES = ("sim", "quick_bench", "bench")  # the stages that depend on the workload
-# the fidelity a stage's score comes from, cheapest first (fitness/sim.py: the real engine
-# with a runner that skips the forward pass, priced by the cost model)
-FIDELITY = {"sim": "sim", "quick_bench": "engine", "bench": "engine"}
 STATUSES = ("passed", "failed", "timeout", "crashed", "rejected")
 
 
