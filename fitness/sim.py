@@ -75,15 +75,18 @@ def _param_count(mc: Any) -> int:
 
 
 class SimRunner:
-    """A model runner that computes nothing: one token per sampled sequence, EOS at its stop.
+    """A model runner whose sequences end (EOS) at their realized lengths, harness-owned.
 
-    `stops` maps a request id to its realized output length (harness-owned; never on the
-    sequence). Tokens are deterministic, never EOS before the stop, so prefix hashes of
-    generated text behave as in a real run.
+    `stops` maps a request id to its realized output length (never on the sequence). With
+    no `inner` runner it computes nothing: one deterministic token per sampled sequence
+    (the `sim` fidelity). With the engine's own ModelRunner as `inner` it runs the real
+    model with the same stops (calibration, the counter-equality test). Either way no token
+    before a stop is EOS, so output lengths, and with them the engine's counters, are the
+    same, and prefix hashes of generated text behave as in a real run.
     """
 
-    def __init__(self, num_kv_blocks: int, eos: int, vocab: int):
-        self.num_kv_blocks = num_kv_blocks
+    def __init__(self, num_kv_blocks: int, eos: int, vocab: int, inner: Any = None):
+        self.num_kv_blocks, self.inner = num_kv_blocks, inner
         self._eos, self._vocab = eos, vocab
         self._stops: dict[int, int] = {}
 
@@ -93,65 +96,28 @@ class SimRunner:
 
     def run(self, batch: list[tuple[Any, int]]) -> list[int]:
         """The tokens of the sequences that complete in this step, in batch order."""
+        real = self.inner.run(batch) if self.inner is not None else None
         out = []
         stops, eos, vocab = self._stops, self._eos, self._vocab
         for seq, n in batch:
             if seq.num_computed_tokens + n != len(seq.token_ids):
                 continue
             k = len(seq.token_ids) - seq.num_prompt_tokens + 1  # completion length after it
+            tok = real[len(out)] if real is not None else \
+                (seq.request_id * 7919 + k * 104729) % vocab
             stop = stops.get(seq.request_id)
             if stop is not None and k >= stop:
-                out.append(eos)
-            else:
-                tok = (seq.request_id * 7919 + k * 104729) % vocab
-                out.append(tok if tok != eos else (tok + 1) % vocab)
+                tok = eos
+            elif tok == eos:
+                tok = (tok + 1) % vocab
+            out.append(tok)
         return out
 
     def release(self, seq: Any) -> None:
         """A sequence finished."""
         self._stops.pop(seq.request_id, None)
-
-
-class StopAtRunner:
-    """A real model runner whose sequences end at their realized lengths (EOS), like SimRunner.
-
-    Used to replay a workload on the real engine with the simulation's stops (calibration
-    and the counter-equality test); a sampled EOS before the stop is replaced, so output
-    lengths, and with them the engine's counters, are the simulation's.
-    """
-
-    def __init__(self, inner: Any, eos: int, vocab: int):
-        self.inner, self.num_kv_blocks = inner, inner.num_kv_blocks
-        self._eos, self._vocab = eos, vocab
-        self._stops: dict[int, int] = {}
-
-    def stop_at(self, request_id: int, output_len: int) -> None:
-        """Request `request_id` ends (EOS) when it has `output_len` tokens."""
-        self._stops[request_id] = output_len
-
-    def run(self, batch: list[tuple[Any, int]]) -> list[int]:
-        """The inner runner's tokens, EOS exactly at each stop."""
-        toks = self.inner.run(batch)
-        if not self._stops:
-            return toks
-        i = 0
-        for seq, n in batch:
-            if seq.num_computed_tokens + n != len(seq.token_ids):
-                continue
-            stop = self._stops.get(seq.request_id)
-            if stop is not None:
-                k = len(seq.token_ids) - seq.num_prompt_tokens + 1
-                if k >= stop:
-                    toks[i] = self._eos
-                elif toks[i] == self._eos:
-                    toks[i] = (self._eos + 1) % self._vocab
-            i += 1
-        return toks
-
-    def release(self, seq: Any) -> None:
-        """A sequence finished."""
-        self._stops.pop(seq.request_id, None)
-        self.inner.release(seq)
+        if self.inner is not None:
+            self.inner.release(seq)
 
 
 def _sampling(r: Request) -> Any:
@@ -166,8 +132,8 @@ def build_sim_llm(workload: Workload, spec: Any, device: Any, memory_gb: float |
                   model: str | None = None, real: bool = False) -> tuple[Any, Any]:
     """An LLM with the spec's slots and a SimRunner, sized for `device` (a DeviceProfile).
 
-    `real=True` runs the real model instead (a StopAtRunner around the engine's own
-    ModelRunner, same KV size): the reference the simulation is checked against.
+    `real=True` runs the real model instead (the engine's own ModelRunner inside the
+    SimRunner, same KV size and stops): the reference the simulation is checked against.
     """
     from runtime_modules import LLM
     from runtime_modules.models import model_config
@@ -188,8 +154,8 @@ def build_sim_llm(workload: Workload, spec: Any, device: Any, memory_gb: float |
     def factory(model_: Any, mc_: Any, config: Any, kernels: Any) -> Any:
         if real:
             from runtime_modules.model_runner import ModelRunner
-            holder.append(StopAtRunner(ModelRunner(model_, mc_, config, kernels), eos,
-                                       mc.vocab_size))
+            holder.append(SimRunner(config.num_kv_blocks, eos, mc.vocab_size,
+                                    ModelRunner(model_, mc_, config, kernels)))
         else:
             holder.append(SimRunner(config.num_kv_blocks, eos, mc.vocab_size))
         return holder[0]
