@@ -148,7 +148,7 @@ class ModelConfig:
     def from_name(name: str) -> ModelConfig:
         """A named preset: 'tiny' (CPU tests) or 'qwen3-0.6b' (the real architecture)."""
         if name == "tiny":
-            # initializer_range 0.3: with 0.02 a tiny model repeats one token (FIELD_NOTES.md)
+            # initializer_range 0.3: with 0.02 a tiny model repeats one token (docs/SOURCES.md)
             return ModelConfig(initializer_range=0.3, max_position_embeddings=4096,
                                bos_token_id=0, eos_token_id=1)
         if name == "qwen3-0.6b":
