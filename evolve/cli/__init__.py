@@ -14,7 +14,7 @@ import sys
 from evolve.cli.common import CheckFailed, UsageError
 
 VERB_MODULES = ("db", "eval", "bench", "run", "tune", "export", "compare", "seeds",
-                "workloads")
+                "workloads", "ui")
 
 
 def build_parser(verbs: tuple[str, ...] = VERB_MODULES) -> argparse.ArgumentParser:
