@@ -33,7 +33,9 @@ class EngineConfig:
 
     max_num_seqs: int = 256              # sequences per step
     max_num_batched_tokens: int = 16384  # new tokens per step
-    max_model_len: int = 4096            # prompt + output tokens per sequence
+    # prompt + output tokens per sequence; LLM(...) sets the model's max_position_embeddings
+    # when it is not given (as vLLM does), so 4096 applies only to an EngineConfig used alone
+    max_model_len: int = 4096
     block_size: int = 16                 # tokens per KV block
     gpu_memory_utilization: float = 0.9  # fraction of GPU memory the engine may use
     num_kv_blocks: int | None = None     # None: as many as memory allows

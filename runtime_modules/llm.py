@@ -57,9 +57,12 @@ class LLM:
         self.config = EngineConfig.build(params, where="LLM(...) / runtime spec 'engine'")
         self.runtime = spec.resolved(self.config.device)
         self.model_config = model_config(model)
-        if self.config.max_model_len > self.model_config.max_position_embeddings:
+        limit = self.model_config.max_position_embeddings
+        if "max_model_len" not in params:  # as in vLLM: the model's own limit by default
+            self.config.max_model_len = limit
+        elif self.config.max_model_len > limit:  # only a length the user asked for is refused
             raise ValueError(f"max_model_len={self.config.max_model_len} exceeds the model's "
-                             f"max_position_embeddings={self.model_config.max_position_embeddings}")
+                             f"max_position_embeddings={limit}")
         self._loaded = load_runtime(self.runtime, self.config.device)
         factory = runner_factory or ModelRunner
         runner = factory(model, self.model_config, self.config, kernels_of(self._loaded))
