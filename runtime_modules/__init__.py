@@ -1,9 +1,24 @@
-"""The sds inference engine: a nano-vLLM-class engine built from pluggable slots."""
+"""The sds inference engine: a nano-vLLM-class engine built from pluggable slots.
 
-from runtime_modules.config import EngineConfig, ModelConfig
-from runtime_modules.llm import LLM, RequestOutput
-from runtime_modules.sequence import SamplingParams
+The engine's names load on first use, so that reading a runtime spec or a slot contract
+(`runtime_modules.slots`) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from runtime_modules.slots import RuntimeSpec, SlotError
 
 __all__ = ["LLM", "EngineConfig", "ModelConfig", "RequestOutput", "RuntimeSpec",
            "SamplingParams", "SlotError"]
+_LAZY = {"EngineConfig": "runtime_modules.config", "ModelConfig": "runtime_modules.config",
+         "LLM": "runtime_modules.llm", "RequestOutput": "runtime_modules.llm",
+         "SamplingParams": "runtime_modules.sequence"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'runtime_modules' has no attribute {name!r}")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("raw, needle", [
     ({"budget": {"max_evaluations": -3}},
      "q.yaml: budget.max_evaluations must be a positive integer, got -3"),
-    ({"budget": {"max_evaluations": "ten"}}, "budget.max_evaluations must be an integer, got 'ten'"),
+    ({"budget": {"max_evaluations": "ten"}}, "budget.max_evaluations must be a positive integer, got 'ten'"),
     ({"budget": {"max_evals": 3}}, "unknown key budget.max_evals"),
     ({"colour": "blue"}, "unknown key colour"),
     ({"selection": {"method": "roulette"}},
@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"operators": {"gp": -1}}, "operators.gp.weight must be a number >= 0, got -1"),
     ({"operators": {"gp": 0}}, "needs at least one operator with weight > 0"),
     ({"operators": {"llm-diff": 1}}, "need llm.models"),
-    ({"llm": {"prices": {"m": [1.0]}}}, "llm.prices must be a mapping of model name to"),
+    ({"llm": {"prices": {"m": [1.0]}}}, "llm.prices.m must be [USD per 1M input tokens, USD per 1M output tokens]"),
     ({"evaluation": {"stages": ["static", "contract"]}}, "must include 'sim' or 'bench'"),
     ({"evaluation": {"timeouts": {"bnch": 5}}}, "evaluation.timeouts must be a mapping"),
     ({"stagnation": {"action": "panic"}}, "stagnation.action must be one of ['stop', 'reseed']"),
     ({"islands": {"count": 0}}, "islands.count must be a positive integer, got 0"),
     ({"islands": {"population_size": 2}, "selection": {"elitism": 3}},
      "selection.elitism must be <= islands.population_size (2), got 3"),
-    ({"concurrency": {"max_evaluations": True}}, "concurrency.max_evaluations must be an integer"),
+    ({"concurrency": {"max_evaluations": True}}, "concurrency.max_evaluations must be a positive integer, got True"),
     ({"budget": []}, "budget must be a mapping"),
 ])
 def test_bad_config_is_an_error_naming_file_key_and_value(raw, needle):

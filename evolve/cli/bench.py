@@ -18,9 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from evolve.cli.common import UsageError, add_json, emit_json
+from evolve.cli.common import (
+    UsageError,
+    add_db,
+    add_json,
+    db_url,
+    emit_json,
+    open_db,
+    positive_int,
+    runtime_id,
+)
 from fitness.workloads import default_workload, get_workload, list_workloads
 
 log = logging.getLogger(__name__)
@@ -34,6 +41,7 @@ CSV_COLUMNS = ["time", "device", "driver", "torch", "triton", "engine", "runtime
 
 def environment(device: str) -> dict[str, str]:
     """Device name, driver and library versions for a results row."""
+    import torch
     import triton
 
     if device.startswith("cuda"):
@@ -58,11 +66,23 @@ def environment(device: str) -> dict[str, str]:
             "triton": triton.__version__, "engine": engine}
 
 
-def _runtime_arg(text: str | None) -> Any:
-    """None, or a RuntimeSpec from a JSON file path or inline JSON."""
+def _runtime_arg(text: str | None, db: str) -> Any:
+    """None, or a RuntimeSpec from a runtime id (r12, in the database), a JSON file or
+    inline JSON."""
     from runtime_modules.slots import RuntimeSpec, SlotError
     if text is None:
         return None
+    if text.startswith("r") and text[1:].isdigit():
+        from evolve.tune import materialize_spec
+        from population_db import NotFound
+
+        store = open_db(db, create=False)
+        try:
+            spec = RuntimeSpec.from_dict(dict(store.get_runtime(runtime_id(text)).spec))
+        except NotFound as e:
+            raise UsageError(f"--runtime {text}: {e}") from None
+        materialize_spec(store, spec)  # its stored programs, as files the engine can load
+        return spec
     p = Path(text)
     try:
         if p.is_file():
@@ -80,13 +100,23 @@ def run_bench(workload: str | None = None, model: str | None = None, runtime: An
     """Benchmark a runtime on a workload; returns (and optionally appends to CSV) one row."""
     from fitness.bench import build_llm, run_peer, run_workload
     from fitness.floor import measure_bandwidth, physical_floor
+    import torch
+
+    from runtime_modules.models import model_config
     from runtime_modules.slots import RuntimeSpec
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
     name = workload or default_workload(device)
     if name not in list_workloads():
         raise UsageError(f"--workload {name!r}: expected one of {', '.join(list_workloads())}")
     w = get_workload(name)
+    if model is not None:
+        try:
+            model_config(model)  # a preset or a model folder, checked before any work
+        except (ValueError, NotImplementedError, KeyError) as e:
+            raise UsageError(f"--model {model!r}: {e}") from None
     if device == "cpu" and w.model != "tiny" and model is None:
         log.warning("workload %s is sized for %s; on CPU this will be very slow", name, w.model)
     model_name = model or w.model
@@ -98,7 +128,6 @@ def run_bench(workload: str | None = None, model: str | None = None, runtime: An
         {k: v.get("code_hash") for k, v in sorted(loaded.items())}).encode()).hexdigest()
     mcfg = getattr(llm, "model_config", None) or getattr(getattr(llm, "model", None), "cfg", None)
     if mcfg is None:
-        from runtime_modules.models import model_config
         mcfg = model_config(model_name)
     dtype = getattr(getattr(llm, "config", None), "dtype", None) or (
         torch.bfloat16 if device.startswith("cuda") else torch.float32)
@@ -142,7 +171,7 @@ def append_csv(row: dict[str, Any], path: Path) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     row = run_bench(workload=args.workload, model=args.model,
-                    runtime=_runtime_arg(args.runtime), device=args.device, peer=args.peer,
+                    runtime=_runtime_arg(args.runtime, db_url(args)), device=args.device, peer=args.peer,
                     csv_path=None if args.no_csv else Path(args.csv),
                     peer_max_requests=args.peer_max_requests)
     if args.json:
@@ -162,17 +191,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="throughput, the transformers peer, the physical floor")
     p.add_argument("--runtime", default=None, metavar="R",
-                   help="runtime spec: a JSON file or inline JSON (default: the seed runtime)")
+                   help="r12 (a runtime in --db), a runtime spec JSON file or inline JSON "
+                        "(default: the seed runtime)")
     p.add_argument("--workload", default=None, choices=list_workloads(), metavar="W",
                    help="workload (default: nanovllm-bench on CUDA, nanovllm-bench-cpu on CPU)")
     p.add_argument("--model", default=None, metavar="M",
                    help="preset or HF folder (default: the workload's model)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="cpu or cuda (default: cuda if available)")
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the transformers peer (default: yes)")
-    p.add_argument("--peer-max-requests", type=int, default=None, metavar="N",
+    p.add_argument("--peer-max-requests", type=positive_int, default=None, metavar="N",
                    help="run only the first N requests through the peer")
     p.add_argument("--csv", default=str(DEFAULT_CSV), help="results CSV to append to")
     p.add_argument("--no-csv", action="store_true", help="do not append to the CSV")
+    add_db(p)
     add_json(p)
     p.set_defaults(func=cmd_bench)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from evolve.cli.common import UsageError, add_db, add_json, emit_json, table
-from evolve.cli.tune import open_store
+from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, open_db, table
 
 SHOWN = ("metrics.evaluations", "metrics.evals_passed", "metrics.evals_failed",
          "metrics.evals_timeout", "metrics.evals_crashed", "metrics.evals_rejected",
@@ -26,7 +25,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         csv_path = check_new_path(args.csv, args.force)
         plot_path = check_new_path(args.plot, args.force)
-        store = open_store(args)
+        store = open_db(db_url(args), create=False)
         rows, curves = compare_runs(store, args.runs)
     except CompareError as e:
         raise UsageError(str(e)) from None

@@ -8,43 +8,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, table
-from population_db import (
-    LineageEntry,
-    NotFound,
-    ProgramRecord,
-    RuntimeRecord,
-    Store,
-    StoreError,
-    unified_diff,
+from evolve.cli.common import (  # noqa: F401  (parse_id, ID_HELP: re-exported for callers)
+    ID_HELP,
+    UsageError,
+    add_db,
+    add_json,
+    db_url,
+    emit_json,
+    open_db,
+    parse_id,
+    table,
 )
 
-ID_HELP = "r<N> (runtime), p<N> or a code-hash prefix of >= 6 hex digits (program)"
-_ID = re.compile(r"^(?:(?P<kind>[rpe])(?P<num>\d+)|(?:sha256:)?(?P<hash>[0-9a-fA-F]{6,64}))$")
-
-
-def parse_id(text: str, kinds: str = "rp") -> tuple[str, int | str]:
-    """('r', 12) for r12, ('p', 7) for p7, ('p', hex) for a hash prefix, ('e', 5) for e5."""
-    m = _ID.match(text.strip())
-    kind = (m.group("kind") or "p") if m else None
-    if m is None or kind not in kinds:
-        raise UsageError(f"bad id {text!r}: expected {ID_HELP}"
-                         + (", or e<N> (evaluation)" if "e" in kinds else ""))
-    return kind, int(m.group("num")) if m.group("num") else m.group("hash").lower()
+if TYPE_CHECKING:
+    from population_db import ProgramRecord, RuntimeRecord, Store
 
 
 def open_store(args: argparse.Namespace) -> Store:
-    """The store at --db (never created by a browsing verb); bad URL -> UsageError."""
-    try:
-        return Store.open(db_url(args), create=False)
-    except StoreError as e:
-        raise UsageError(str(e)) from None
+    """The store at --db (never created by a browsing verb); any problem -> UsageError."""
+    return open_db(db_url(args), create=False)
 
 
 def _node(store: Store, kind: str, key: int | str) -> RuntimeRecord | ProgramRecord:
+    from population_db import NotFound
+
     try:
         return store.get_runtime(int(key)) if kind == "r" else store.get_program(key)
     except NotFound as e:
@@ -69,6 +58,8 @@ def runs_rows(store: Store) -> list[dict[str, Any]]:
 def run_objective(store: Store, run: str) -> tuple[str, bool]:
     """The metric a run selected on (its config's first objective) and whether higher is
     better; ("tok_s", True) for runs without one."""
+    from population_db import NotFound
+
     try:
         config = store.get_run(run).config or {}
     except NotFound as e:
@@ -86,6 +77,8 @@ def leaderboard_rows(store: Store, run: str, metric: str | None, limit: int,
         metric = metric or own
         if higher is None:  # the objective's sense applies to its own metric only
             higher = own_higher if metric == own else True
+    from population_db import NotFound
+
     try:
         board = store.leaderboard(run, metric=metric, limit=limit, higher_is_better=higher)
     except NotFound as e:
@@ -116,7 +109,7 @@ def lineage_nodes(store: Store, ident: str, metric: str | None = None) -> list[d
     """
     kind, key = parse_id(ident)
     node = _node(store, kind, key)
-    entries: list[LineageEntry] = (store.ancestors(node.id) if kind == "r"
+    entries = (store.ancestors(node.id) if kind == "r"
                                    else store.program_ancestors(node.id))
     ids = sorted({e.node.id for e in entries})
     latest = store.latest_evaluations(**({"runtime_ids": ids} if kind == "r"
@@ -180,6 +173,8 @@ def render_tree(rows: list[dict[str, Any]]) -> str:
 
 def show_data(store: Store, ident: str) -> dict[str, Any]:
     """Everything about one runtime, program or evaluation, as plain data."""
+    from population_db import NotFound, RuntimeRecord
+
     kind, key = parse_id(ident, kinds="rpe")
     if kind == "e":
         try:
@@ -190,7 +185,7 @@ def show_data(store: Store, ident: str) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": "runtime" if kind == "r" else "program"}
     if isinstance(node, RuntimeRecord):
         out["runtime"] = _plain(node)
-        out["programs"] = {slot: _program(store, p) if isinstance(p, ProgramRecord) else p
+        out["programs"] = {slot: _program(store, p) if not isinstance(p, str) else p
                            for slot, p in store.runtime_programs(node.id).items()}
         out["evaluations"] = [_plain(e) for e in store.evaluations(runtime_id=node.id)]
     else:
@@ -253,6 +248,8 @@ def _program_lines(p: dict[str, Any]) -> list[str]:
 
 def diff_text(store: Store, a: str, b: str) -> str:
     """Unified diff from A to B: program code, or a runtime's spec and changed slots' code."""
+    from population_db import ProgramRecord, unified_diff
+
     (ka, xa), (kb, xb) = parse_id(a), parse_id(b)
     if ka != kb:
         raise UsageError(f"cannot diff {a!r} with {b!r}: both must be runtimes or programs")
@@ -271,6 +268,8 @@ def diff_text(store: Store, a: str, b: str) -> str:
 
 
 def _slot_code(slot: str, p: ProgramRecord | str | None) -> str:
+    from population_db import ProgramRecord
+
     if p is None:
         return ""
     if isinstance(p, ProgramRecord):

@@ -7,7 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, table
+from evolve.cli.common import (
+    UsageError,
+    add_db,
+    add_json,
+    db_url,
+    emit_json,
+    open_db,
+    positive_seconds,
+    resolve_device,
+    table,
+)
 from fitness.result import STAGES
 
 
@@ -27,18 +37,23 @@ def evaluate_file(slot: str, path: str | Path, stages: tuple[str, ...] = STAGES,
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"candidate file {str(path)!r} does not exist")
+    try:
+        code = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"candidate file {str(path)!r} is not UTF-8 text ({e.reason} at "
+                         f"byte {e.start})") from None
     bad = [s for s in stages if s not in STAGES]
-    if bad:
+    if bad or not stages:
         raise UsageError(f"--stages: unknown stage(s) {bad}; expected some of {', '.join(STAGES)}")
+    _check_workload(workload)
     store = runtime_id = run_id = None
     if db:
-        from population_db import Store
-        store = Store.open(db)
+        store = open_db(db, create=True)
         run, _ = store.get_or_create_run("sds-eval", {"purpose": "sds eval"})
         run_id = run.id
-        prog = store.add_program(slot, p.read_text(encoding="utf-8"), operator="eval",
-                                 name=p.name, run_id=run_id)
-    harness = Harness(store=store, device=device, timeouts=timeouts, options=options)
+        prog = store.add_program(slot, code, operator="eval", name=p.name, run_id=run_id)
+    harness = Harness(store=store, device=resolve_device(device), timeouts=timeouts,
+                      options=options)
     spec = RuntimeSpec.default(harness.device).with_slot(slot, f"file:{p.resolve()}")
     if store is not None:
         stored = spec.with_slot(slot, prog.ref).to_dict()
@@ -50,10 +65,23 @@ def evaluate_file(slot: str, path: str | Path, stages: tuple[str, ...] = STAGES,
     return out
 
 
+def _check_workload(name: str) -> None:
+    """A workload (or trace) that resolves, before anything is recorded or started."""
+    from fitness.workloads import WORKLOADS, get_workload
+
+    if name in WORKLOADS:  # built in: nothing to generate just to check the name
+        return
+    try:
+        get_workload(name)
+    except (KeyError, ValueError, TypeError, OSError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        raise UsageError(f"--workload: {' '.join(msg.split())}") from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     stages = tuple(s.strip() for s in args.stages.split(",")) if args.stages else STAGES
     timeouts = None
-    if args.timeout:
+    if args.timeout is not None:
         timeouts = {s: float(args.timeout) for s in STAGES}
     db = db_url(args) if args.db else None
     try:
@@ -86,8 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workload", default="nanovllm-bench-cpu", help="bench workload name")
     p.add_argument("--stages", default=None,
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto, cpu or cuda")
+    p.add_argument("--timeout", type=positive_seconds, default=None,
                    help="one wall-clock limit in seconds for every stage")
     add_db(p)
     add_json(p)

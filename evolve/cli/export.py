@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from evolve.cli.common import UsageError, add_db, add_json, emit_json
-from evolve.cli.tune import open_store
+import re
+
+from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, open_db
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from evolve.export import ExportError, export_runtime
     from runtime_modules.slots import SlotError
 
-    store = open_store(args)
+    store = open_db(db_url(args), create=False)
+    # r12 is runtime 12, as in every verb; anything else is a runtime id or a run name
+    target = args.target[1:] if re.fullmatch(r"r\d+", args.target) else args.target
     try:
-        out = export_runtime(store, args.target, args.out, name=args.name, wheel=args.wheel)
+        out = export_runtime(store, target, args.out, name=args.name, wheel=args.wheel)
     except (ExportError, SlotError) as e:
         raise UsageError(str(e)) from None
     wheels = sorted(str(p) for p in (out / "dist").glob("*.whl")) if args.wheel else []
@@ -29,7 +32,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="a pip-installable package of a runtime or a run's best")
-    p.add_argument("target", metavar="RUNTIME|RUN", help="runtime id, or run name (its best)")
+    p.add_argument("target", metavar="RUNTIME|RUN", help="runtime (r12 or 12), or a run name (its best runtime)")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty output folder")
     p.add_argument("--name", default=None, metavar="PKG",
                    help="import name of the package (default sds_runtime_<id>)")

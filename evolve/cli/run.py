@@ -5,18 +5,29 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from evolve.cli.common import CheckFailed, UsageError, add_db, add_json, db_url, emit_json, table
-from evolve.config import ConfigError, load_config
+from evolve.cli.common import (
+    CheckFailed,
+    UsageError,
+    add_db,
+    add_json,
+    db_url,
+    emit_json,
+    open_db,
+    table,
+)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from evolve.config import ConfigError, check_resources, load_config
     from evolve.launch import launch
 
     try:
         cfg = load_config(args.config, overrides=args.set or [])
+        check_resources(cfg)  # workloads, programs, models: before any run row exists
     except ConfigError as e:
         raise UsageError(str(e)) from None
     db = args.db or cfg.db or db_url(args)
+    open_db(db, create=True).close()  # a bad URL or folder: one line, nothing recorded
     try:
         outcome, summary = launch(cfg, name=args.name, db=db,
                                   runs_csv=None if args.runs_csv == "-" else args.runs_csv,
@@ -28,20 +39,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(summary_table(summary))
     if outcome.status == "failed":
-        raise CheckFailed(f"run {outcome.name} failed: {outcome.reason}")
+        raise CheckFailed(f"run {outcome.name} failed: {outcome.detail or outcome.reason}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from evolve.bandit import stored_status
     from evolve.runs_csv import run_summary
-    from population_db import NotFound, Store
-    from population_db.engine import StoreError
+    from population_db import NotFound
 
-    try:
-        store = Store.open(db_url(args), create=False)
-    except (StoreError, OSError, ValueError) as e:  # a missing or foreign database
-        raise UsageError(f"cannot open database {db_url(args)}: {e}") from None
+    store = open_db(db_url(args), create=False)
     run = args.run
     if run is None:
         runs = store.list_runs()

@@ -6,20 +6,24 @@ import argparse
 import dataclasses
 from typing import Any
 
-from evolve.cli.common import CheckFailed, UsageError, add_db, add_json, db_url, emit_json, table
+from evolve.cli.common import (
+    CheckFailed,
+    UsageError,
+    add_db,
+    add_json,
+    db_url,
+    emit_json,
+    open_db,
+    positive_int,
+    positive_seconds,
+    runtime_id,
+    table,
+)
 
 
 def open_store(args: argparse.Namespace) -> Any:
-    """The store at --db, or a UsageError naming the URL and the problem."""
-    from sqlalchemy.exc import ArgumentError
-
-    from population_db import Store, StoreError
-
-    url = db_url(args)
-    try:
-        return Store.open(url)
-    except (StoreError, ArgumentError) as e:
-        raise UsageError(f"cannot open database {url!r}: {e}") from None
+    """The existing store at --db (tuning reads a runtime from it), or a UsageError."""
+    return open_db(db_url(args), create=False)
 
 
 def _stages(text: str | None) -> tuple[str, ...] | None:
@@ -55,12 +59,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from runtime_modules.slots import SlotError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        runtime_id = int(args.runtime)
-    except ValueError:
-        raise UsageError(f"RUNTIME must be a runtime id (an integer), got {args.runtime!r}")
-    if args.trials < 1:
-        raise UsageError(f"--trials must be a positive integer, got {args.trials}")
+    rid = runtime_id(args.runtime)
     stages = _stages(args.stages)
     sim = "sim" in (stages or ())
     workload = _workload("--workload", args.workload) or DEFAULT_WORKLOAD
@@ -74,7 +73,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise UsageError(f"--metric: {e}") from None
     store = open_store(args)
     try:
-        res = tune_runtime(store, runtime_id, trials=args.trials, workload=workload,
+        res = tune_runtime(store, rid, trials=args.trials, workload=workload,
                            seed=args.seed, timeout_s=args.timeout, progress=not args.json,
                            stages=stages, metric=metric, direction=direction,
                            confirm_workload=confirm)
@@ -102,8 +101,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="Optuna over a runtime's tunables")
-    p.add_argument("runtime", metavar="RUNTIME", help="runtime id")
-    p.add_argument("--trials", type=int, default=20, help="total trials of the study (20)")
+    p.add_argument("runtime", metavar="RUNTIME", help="runtime id: r12 (or 12)")
+    p.add_argument("--trials", type=positive_int, default=20, help="total trials of the study (20)")
     p.add_argument("--workload", default=None, help="workload name (nanovllm-bench-cpu)")
     p.add_argument("--stages", default=None, metavar="A,B",
                    help="stages per trial (default static,contract,correctness,bench); "
@@ -115,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sim: the real-engine workload confirming the best (the tuned "
                         "workload's -cpu variant on CPU, else nanovllm-bench-cpu)")
     p.add_argument("--seed", type=int, default=0, help="TPE sampler seed (0)")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    p.add_argument("--timeout", type=positive_seconds, default=None, metavar="S",
                    help="stop starting new trials after S seconds")
     add_db(p)
     add_json(p)
