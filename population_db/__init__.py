@@ -4,7 +4,7 @@
     >>> store = Store.open()          # $SDS_DB, else sqlite:///results/sds.db
     >>> run, created = store.get_or_create_run("demo", {"budget": 10})
 
-See docs/DATABASE.md for the schema, the URL forms, the work queue and migrations.
+See docs/DATABASE.md for the schema, the URL forms, the run lease and migrations.
 """
 
 from population_db.engine import (

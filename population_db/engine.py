@@ -46,7 +46,7 @@ class SchemaVersionError(StoreError):
 
 
 class LeaseLost(StoreError):
-    """A worker tried to finish or extend an evaluation it no longer holds."""
+    """A controller tried to start or finish an evaluation it does not (or no longer) hold."""
 
 
 def resolve_url(url: str | None) -> str:

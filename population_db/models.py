@@ -63,6 +63,9 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16), default="created")
     seed: Mapped[int] = mapped_column(default=0)
     environment: Mapped[dict[str, Any] | None]
+    # the run lease: the controller driving the run (evolve/runlease.py), until when unless renewed
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -155,10 +158,10 @@ class Evaluation(Base):
     device: Mapped[str | None] = mapped_column(String(200))
     environment: Mapped[dict[str, Any] | None]
     duration_s: Mapped[float | None] = mapped_column(Float)
-    attempt: Mapped[int] = mapped_column(default=1)
+    attempt: Mapped[int] = mapped_column(default=1)  # 1 + sessions it was in flight at a crash
+    # in flight: the controller holding the run lease; final: the node that evaluated it
     worker: Mapped[str | None] = mapped_column(String(200))
-    lease_expires_at: Mapped[dt.datetime | None]
-    heartbeat_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]  # renewed with the run lease while in flight
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
@@ -166,7 +169,6 @@ class Evaluation(Base):
         Index("ix_evaluations_runtime", "runtime_id", "stage", "status"),
         Index("ix_evaluations_program", "program_id", "stage", "status"),
         Index("ix_evaluations_run", "run_id", "stage", "status"),
-        Index("ix_evaluations_queue", "status", "lease_expires_at"),
     )
 
 

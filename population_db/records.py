@@ -108,7 +108,6 @@ class EvaluationRecord:
     duration_s: float | None
     attempt: int
     worker: str | None
-    lease_expires_at: dt.datetime | None
     heartbeat_at: dt.datetime | None
     created_at: dt.datetime
     started_at: dt.datetime | None

@@ -8,7 +8,7 @@ Example:
     >>> store.add_evaluation(stage="bench", status="passed", runtime_id=rt.id,
     ...                      metrics={"tok_s": 812.0})
 
-Queries live in queries.py, lineage in lineage.py, the work queue in queue.py.
+Queries live in queries.py, lineage in lineage.py, evaluation rows and the run lease in queue.py.
 """
 
 from __future__ import annotations

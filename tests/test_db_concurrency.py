@@ -1,19 +1,14 @@
-"""Crash safety and concurrency: SIGKILLed SQLite writers, parallel writers, queue workers."""
-
-# ruff: noqa: F811  (pytest fixtures imported from test_db_fixtures are parameters here)
+"""Crash safety and concurrency: SIGKILLed SQLite writers, parallel writers (racing controllers
+for one run lease: tests/test_run_lease.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-
-import pytest
-from test_db_fixtures import BACKENDS, PG_URL, db_url, fresh_pg_url, needs_pg  # noqa: F401
 
 from population_db import Store
 
@@ -39,16 +34,6 @@ elif mode == "write":       # N programs, runtimes and evaluations
         rt = st.add_runtime(run.id, {"slots": {"scheduler": {"program": p.ref}}})
         st.add_evaluation(stage="bench", status="passed", runtime_id=rt.id,
                           metrics={"tok_s": rng.random()})
-elif mode == "claim":       # claim and finish until the queue is empty
-    got = []
-    while (ev := st.claim_evaluation(name, lease_s=60)) is not None:
-        got.append(ev.id)
-        st.complete_evaluation(ev.id, "passed", worker=name, metrics={"by": name})
-    print(json.dumps(got), flush=True)
-elif mode == "die":         # claim one, report it, then hang until killed
-    ev = st.claim_evaluation(name, lease_s=float(sys.argv[4]))
-    print(ev.id, flush=True)
-    time.sleep(600)
 """
 
 
@@ -109,61 +94,4 @@ def test_four_sqlite_writers_lose_nothing(tmp_path) -> None:
     assert st.counts(run.id) == {("bench", "passed"): 4 * n}
     assert st.run_summary(run.id)["programs"] == 4 * n
     assert len(st.leaderboard(run.id, limit=None)) == 4 * n
-    st.close()
-
-
-@needs_pg
-@pytest.mark.postgres
-def test_eight_postgres_workers_claim_each_once() -> None:
-    url, drop = fresh_pg_url()
-    try:
-        st = Store.open(url)
-        run, _ = st.get_or_create_run("queue")
-        rt = st.add_runtime(run.id, {"slots": {}})
-        ids = [st.enqueue_evaluation(run.id, rt.id) for _ in range(200)]
-        procs = [_spawn(url, "claim", f"w{k}") for k in range(8)]
-        _go(procs)
-        claims = {}
-        for k, p in enumerate(procs):
-            out, _ = p.communicate(timeout=120)
-            assert p.returncode == 0
-            claims[f"w{k}"] = json.loads(out.strip().splitlines()[-1])
-        every = [i for got in claims.values() for i in got]
-        assert sorted(every) == ids  # each exactly once
-        assert sum(1 for got in claims.values() if got) >= 2  # they really competed
-        done = st.evaluations(run=run.id)
-        assert all(e.status == "passed" and e.metrics["by"] == e.worker for e in done)
-        assert {e.id: e.worker for e in done} == {i: w for w, got in claims.items() for i in got}
-        st.close()
-    finally:
-        drop()
-
-
-@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
-def test_dead_worker_lease_returns_to_pending(db_url: str) -> None:
-    st = Store.open(db_url)
-    run, _ = st.get_or_create_run("lease")
-    rt = st.add_runtime(run.id, {"slots": {}})
-    eid = st.enqueue_evaluation(run.id, rt.id, stage="bench")
-    proc = _spawn(db_url, "die", "doomed", "1.0")
-    _go([proc])
-    assert int(proc.stdout.readline()) == eid
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    proc.stdout.close()
-    proc.stdin.close()
-    held = st.get_evaluation(eid)
-    assert held.status == "running" and held.worker == "doomed"
-    assert st.claim_evaluation("other", lease_s=5) is None
-    assert st.requeue_expired(max_attempts=2) == 0  # lease still valid
-    time.sleep(max(0.0, (held.lease_expires_at - held.heartbeat_at).total_seconds()) + 0.2)
-    assert st.requeue_expired(max_attempts=2) == 1
-    back = st.get_evaluation(eid)
-    assert (back.status, back.attempt, back.worker) == ("pending", 2, None)
-    again = st.claim_evaluation("other", lease_s=0.2)
-    assert again.id == eid and again.attempt == 2
-    time.sleep(0.4)
-    assert st.requeue_expired(max_attempts=2) == 0
-    failed = st.get_evaluation(eid)
-    assert failed.status == "failed" and "lease expired" in failed.error
     st.close()
