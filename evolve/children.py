@@ -27,6 +27,7 @@ from evolve.config import ConfigError, RunConfig
 from evolve.operators.base import Candidate, MutationContext, Objective, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.population import FULL, PROPOSE, runtime_key, slot_code, spec_key
+from evolve.prompts.failures import FailureBook, change_summary, describe_result
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ class ChildrenMixin:
     run_id: int
     bandit: ThompsonBandit
     open_arms: dict[int, tuple[str, float]]  # child waiting for its result -> (arm, usd)
+    feedback: FailureBook  # actionable failures per island and slot, for the prompts
+    llm_failed: int
+    stop_detail: str
 
     def _add_seed(self) -> None:
         spec = self.cfg.seed_spec(self.device).to_dict()
@@ -73,7 +77,7 @@ class ChildrenMixin:
             slot=slot, contract=SLOTS[slot].contract.__doc__ or "",
             parent=self._candidate(parent, slot), second_parent=self._candidate(second, slot),
             inspirations=tuple(self._candidate(m, slot) for m in insp),
-            recent_failures=tuple(self.book.failures[island]),
+            recent_failures=self.feedback.recent(island, slot),
             rng=random.Random(rng.getrandbits(64)),
             budget_ok=functools.partial(self.reserve_usd, held=held),
             objective=objective, seed_metrics=dict(seed.metrics) if seed else {},
@@ -152,13 +156,18 @@ class ChildrenMixin:
                  for c in result.llm_calls]
         usd = sum(c.cost_usd for c in result.llm_calls)
         self.settle_usd(held, usd)
+        self.llm_failed += sum(1 for c in result.llm_calls if c.error)
+        if isinstance(result, Rejected) and result.fatal:  # e.g. a wrong URL or a missing key
+            self.stop_detail = result.fatal
+            self._stop("llm_endpoint", {"error": result.fatal}, "llm_stop")
         parent_prog = self._program_id(slot, self._ref(parent, slot))
         arts = {"operator": op_name, "arm": arm, "usd": usd, "slot": slot,
                 "parent_runtime": parent.runtime_id, "llm_calls": calls,
                 "recorded_on": "the parent's program"}
         if isinstance(result, Rejected):
             self._record_proposal("rejected", parent_prog, result.reason, arts)
-            self.book.failures[island].append(f"proposal ({op_name}) rejected: {result.reason}")
+            if result.fixable:
+                self.feedback.rejected(island, slot, op_name, result.reason)
             return None
         if result.code is not None:
             # Every operator checks its child, but the run does not rely on it: frozen code
@@ -167,7 +176,7 @@ class ChildrenMixin:
                 check_child(self._code_cache[self._ref(parent, slot)], result.code)
             except EditError as e:
                 self._record_proposal("rejected", parent_prog, f"{op_name}: {e}", arts)
-                self.book.failures[island].append(f"proposal ({op_name}) rejected: {e}")
+                self.feedback.rejected(island, slot, op_name, str(e))
                 return None
         try:
             spec = RuntimeSpec.from_dict(result.spec or parent.spec)
@@ -185,6 +194,7 @@ class ChildrenMixin:
             return None
         key = runtime_key(self.store, spec_d, self.st.ref_hashes)
         if key in self.st.seen_specs:
+            self._note_duplicate(island, slot, key, parent, result.code)
             self._record_proposal("duplicate", prog.id if prog else parent_prog,
                                   "the run already has this runtime (every slot's code and "
                                   "params)", {**arts, "recorded_on": "the child's program"
@@ -206,6 +216,31 @@ class ChildrenMixin:
         self.open_arms[rt.id] = (arm, usd)
         self.note_parent_code(rt.id)
         return rt.id, self.store.enqueue_evaluation(self.run_id, rt.id, FULL)
+
+    def _note_duplicate(self, island: int, slot: str, key: Any, parent: sel.Member,
+                        code: str | None) -> None:
+        """Tell later prompts for `slot` that this change was tried, and how it did."""
+        same = next((m for m in self.st.members.values() if runtime_key(
+            self.store, m.spec, self.st.ref_hashes) == key), None)
+        row = self.st.full_rows.get(same.score_from or same.runtime_id) if same else None
+        result = describe_result(row.status if row else None, row.metrics if row else None,
+                                 row.error if row else None, self.objectives[0][0])
+        where = f" (runtime r{same.runtime_id})" if same else ""
+        parent_code = self._code_cache.get(self._ref(parent, slot), "")
+        change = change_summary(parent_code, code) if code is not None else ""
+        self.feedback.duplicate(island, slot, change, f"{result}{where}")
+
+    def note_failure(self, runtime_id: int, error: str | None,
+                     artifacts: dict[str, Any]) -> None:
+        """Tell later prompts for each slot this failed child's code changed what failed."""
+        m = self.st.members[runtime_id]
+        codes = {}
+        for slot in self._parent_code.get(runtime_id, {}):
+            ref = self._ref(m, slot)
+            if ref not in self._code_cache:
+                self._code_cache[ref] = slot_code(self.store, slot, ref)
+            codes[slot] = self._code_cache[ref]
+        self.feedback.child_failed(m.island, codes, error, artifacts)
 
     def note_parent_code(self, runtime_id: int) -> None:
         """Remember, for the harness's EVOLVE-BLOCK check, the parent's code of each target

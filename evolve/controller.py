@@ -43,6 +43,7 @@ from evolve.population import (
     load_state,
     record_result,
 )
+from evolve.prompts.failures import FailureBook
 from evolve.scoring import ChildResult, Confirm, score_runtime
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Outcome:
     reason: str  # max_evaluations, max_llm_usd, ..., stagnation, interrupted, seed_failed
     evaluations: int
     wall_s: float
+    detail: str = ""  # one line on why a failed run stopped (e.g. the LLM endpoint's error)
 
 
 class Controller(ChildrenMixin):
@@ -72,6 +74,9 @@ class Controller(ChildrenMixin):
         self.operators = operators if operators is not None else build_operators(cfg)
         self.on_progress = on_progress
         self.reason: str | None = None
+        self.stop_detail = ""  # one line for the console when the run fails
+        self.llm_failed = 0  # LLM calls that failed or gave an unusable reply (progress bar)
+        self.feedback = FailureBook()  # what later prompts are told of failed attempts
         self._interrupts = 0
         self._lock = threading.Lock()
         self._usd = 0.0  # dollars of LLM calls recorded in the database
@@ -130,14 +135,15 @@ class Controller(ChildrenMixin):
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
-        status = {"interrupted": "stopped", "seed_failed": "failed"}.get(self.reason or "",
-                                                                          "finished")
+        status = {"interrupted": "stopped", "seed_failed": "failed",
+                  "llm_endpoint": "failed"}.get(self.reason or "", "finished")
         wall = time.monotonic() - self.t0
         self.store.add_event(run.id, "session_end", {"wall_s": wall, "reason": self.reason,
                                                      "evaluations_done": self.st.done})
         self.store.set_run_status(run.id, status)
         self._progress()
-        return Outcome(run.id, self.name, status, self.reason or "", self.st.done, wall)
+        return Outcome(run.id, self.name, status, self.reason or "", self.st.done, wall,
+                       self.stop_detail)
 
     def _prior_wall(self, run_id: int) -> float:
         """Wall seconds of the run's earlier sessions, killed ones included.
@@ -354,6 +360,7 @@ class Controller(ChildrenMixin):
         m = self.st.members[runtime_id]
         if res.status != "passed":
             self.book.failures[m.island].append(res.error or res.status)
+            self.note_failure(runtime_id, res.error or res.status, res.artifacts)
             if runtime_id == self.st.seed_runtime_id:
                 self._stop("seed_failed", {"error": res.error}, "seed_failed")
                 return
@@ -376,7 +383,8 @@ class Controller(ChildrenMixin):
                 "best_runtime": best.runtime_id if best else None, "seed": seed_v,
                 "gain": (best.metrics[metric] / seed_v if best and seed_v else None),
                 "per_min": 60.0 * (st.done - self.done0) / elapsed,
-                "failed_by_stage": dict(st.failures_by_stage), "usd": self._usd}
+                "failed_by_stage": dict(st.failures_by_stage), "usd": self._usd,
+                "llm_failed": self.llm_failed}
 
     def bandit_status(self) -> list[ArmStatus]:
         """Per arm: pulls, improvements, mean reward and the chance of being chosen next."""

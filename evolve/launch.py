@@ -67,6 +67,8 @@ class ProgressBar:
                 "fail": " ".join(f"{k}:{100 * v / done:.0f}%" for k, v in sorted(fails.items()))
                 or "0%",
                 "$": f"{s['usd']:.2f}"}
+        if s.get("llm_failed"):  # failed or unusable LLM replies, as they happen
+            post["llm fail"] = s["llm_failed"]
         self.bar.set_postfix(post, refresh=True)
 
     def close(self) -> None:

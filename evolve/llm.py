@@ -3,7 +3,18 @@
 Built on the real `openai` package (OpenAI, vLLM, SGLang, llama.cpp and Ollama all speak its
 API at a `base_url`). The client's own retries are switched off (`max_retries=0`) so that
 every attempt, failed or not, becomes an `LLMCallRecord` the controller stores with tokens,
-cost and latency. The dollar budget is asked before every attempt.
+cost and latency. The dollar budget is asked before every attempt, with an estimate from
+the model's recent replies (the first call, with none yet, reserves `max_tokens`).
+
+Replies are read as real models give them: the finish reason is kept (`length` means the
+reply was cut at `max_tokens`), `<think>` drafts are dropped, and a reasoning field
+(`reasoning_content`, `reasoning`) is read when the content is empty. A call that timed out
+is billed by an estimate (the server may have done the work), marked as such.
+
+An endpoint that cannot work is stopped early: a 401/403/404 before any call succeeded, or
+`max_consecutive_failures` transport or auth failures in a row, make the client `dead`;
+every later chat returns at once with `fatal` set to one line naming the URL, the model and
+the last error, which the controller turns into a failed run.
 
 Example:
     settings = LLMSettings.from_dict({"models": {"gpt-4o-mini": 1.0},
@@ -20,7 +31,10 @@ import logging
 import math
 import os
 import random
+import re
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +50,9 @@ RETRY_STATUSES = frozenset({408, 409, 429})
 NO_KEY = "sds-no-key"  # local servers want any non-empty key
 SETTINGS_KEYS = frozenset({"models", "base_url", "api_key_env", "temperature", "max_tokens",
                            "timeout_s", "retries", "backoff_s", "backoff_max_s", "prices",
-                           "system_prompt"})
+                           "system_prompt", "max_consecutive_failures"})
+FATAL_FIRST = frozenset({401, 403, 404})  # wrong key or URL: fatal when nothing worked yet
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 class LLMConfigError(ValueError):
@@ -58,6 +74,7 @@ class LLMSettings:
     backoff_max_s: float = 60.0
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # USD per 1M in/out
     system_prompt: str | None = None
+    max_consecutive_failures: int = 6  # transport/auth failures in a row that stop a run
 
     @staticmethod
     def from_dict(d: dict[str, Any], where: str = "llm") -> LLMSettings:
@@ -66,7 +83,8 @@ class LLMSettings:
         Keys: models ({name: weight} | [{name, weight}] | "name"), base_url, api_key_env,
         temperature, max_tokens, timeout_s, retries, backoff_s, backoff_max_s,
         prices ({model: [usd_per_1M_in, usd_per_1M_out]} or {model: {input, output}};
-        every model must have one, 0 for a free local server), system_prompt.
+        every model must have one, 0 for a free local server), system_prompt,
+        max_consecutive_failures.
         """
         if dataclasses.is_dataclass(d) and not isinstance(d, type):
             d = dataclasses.asdict(d)  # evolve.config.LLMConfig
@@ -85,7 +103,8 @@ class LLMSettings:
         kw: dict[str, Any] = {}
         for key, typ, lo in (("temperature", float, 0.0), ("max_tokens", int, 1),
                              ("timeout_s", float, 1e-3), ("retries", int, 0),
-                             ("backoff_s", float, 0.0), ("backoff_max_s", float, 0.0)):
+                             ("backoff_s", float, 0.0), ("backoff_max_s", float, 0.0),
+                             ("max_consecutive_failures", int, 1)):
             if key in d:
                 kw[key] = _number(d[key], typ, lo, f"{where}.{key}")
         for key in ("base_url", "api_key_env", "system_prompt"):
@@ -95,6 +114,14 @@ class LLMSettings:
                                          f"got {d[key]!r}")
                 kw[key] = d[key]
         return LLMSettings(models=models, prices=prices, **kw)
+
+    def key_is_placeholder(self) -> bool:
+        """Whether calls go out without a real key (none named, or the variable is unset)."""
+        return self.api_key_env is None or not os.environ.get(self.api_key_env)
+
+    def url(self) -> str:
+        """The endpoint calls go to (the openai package's default when none is set)."""
+        return self.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
 
     def api_key(self) -> str:
         """The key from the named environment variable.
@@ -174,13 +201,30 @@ def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+_THINK = re.compile(r"<(think|thinking|reasoning)>.*?(</\1>|\Z)", re.DOTALL | re.IGNORECASE)
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # where servers put a model's thoughts
+
+
+def strip_reasoning(text: str) -> str:
+    """`text` without its `<think>...</think>` sections (an unclosed one runs to the end)."""
+    out = _THINK.sub("", text or "")
+    return out.lstrip("\n") if out != text else out
+
+
 @dataclass(frozen=True, slots=True)
 class ChatResult:
-    """The reply text (None when every attempt failed or was refused) and all attempts made."""
+    """The reply text (None when every attempt failed or was refused) and all attempts made.
+
+    `finish_reason` is the server's (`stop`, `length`, ...); `fatal` is set when the endpoint
+    cannot work at all (the run should stop), with one line saying why.
+    """
 
     text: str | None
     calls: tuple[LLMCallRecord, ...]
     error: str | None = None  # why there is no text
+    model: str = ""
+    finish_reason: str | None = None
+    fatal: str | None = None
 
 
 class LLMClient:
@@ -191,33 +235,60 @@ class LLMClient:
         self._sleep = sleep
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=settings.api_key(),
                                      timeout=settings.timeout_s, max_retries=0)
+        self._lock = threading.Lock()
+        self._recent_out: dict[str, deque[int]] = {}  # model -> tokens out of recent replies
+        self._chars_per_token = 4.0  # refined from the usage servers report
+        self._succeeded = 0  # HTTP calls that got a reply
+        self._in_a_row = 0  # transport/auth failures since the last reply
+        self.dead: str | None = None  # set once the endpoint is judged unusable
 
     def pick_model(self, rng: random.Random) -> str:
         """A model drawn by weight."""
         names = [m for m, _ in self.settings.models]
         return rng.choices(names, weights=[w for _, w in self.settings.models])[0]
 
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens of `prompt`, estimated at the characters-per-token servers reported."""
+        return max(1, math.ceil(len(prompt) / self._chars_per_token))
+
+    def expected_out(self, model: str) -> int:
+        """Reply tokens to expect from `model`: 1.5x the longest of its recent replies (capped
+        by max_tokens), or max_tokens before it has answered."""
+        recent = self._recent_out.get(model)
+        if not recent:
+            return self.settings.max_tokens
+        return min(self.settings.max_tokens, math.ceil(1.5 * max(recent)))
+
     def estimate_cost(self, model: str, prompt: str) -> float:
-        """Worst-case dollars of one attempt: the prompt plus max_tokens of reply."""
-        return self.settings.cost(model, estimate_tokens(prompt), self.settings.max_tokens)
+        """Dollars one attempt is expected to cost: the prompt plus a reply as long as the
+        model's recent ones (max_tokens before its first reply)."""
+        return self.settings.cost(model, self.prompt_tokens(prompt), self.expected_out(model))
 
     def chat(self, prompt: str, rng: random.Random,
-             budget_ok: Callable[[float], bool] = lambda c: True) -> ChatResult:
-        """Send `prompt` to a sampled model; retry transient failures; never raises."""
+             budget_ok: Callable[[float], bool] = lambda c: True,
+             model: str | None = None) -> ChatResult:
+        """Send `prompt` to `model` (default: one drawn by weight); retry transient failures;
+        never raises."""
         s = self.settings
-        model = self.pick_model(rng)
+        model = model or self.pick_model(rng)
         calls: list[LLMCallRecord] = []
         error = None
         for attempt in range(s.retries + 1):
+            if self.dead:
+                return ChatResult(None, tuple(calls), self.dead, model, fatal=self.dead)
             estimate = self.estimate_cost(model, prompt)
             if not budget_ok(estimate):
                 error = (f"LLM dollar budget would be exceeded by a call to {model} "
                          f"(estimated ${estimate:.4f}); call refused")
                 break
-            record, retry_after = self._attempt(model, prompt)
+            record, retry_after, status = self._attempt(model, prompt)
             calls.append(record)
-            if record.error is None:
-                return ChatResult(record.response, tuple(calls))
+            fatal = self._note(record, status)
+            if fatal:
+                return ChatResult(None, tuple(calls), record.error, model, fatal=fatal)
+            if record.response is not None:  # an answer, usable or not (record.error)
+                return ChatResult(strip_reasoning(record.response), tuple(calls),
+                                  record.error, model, record.finish_reason)
             error = record.error
             if retry_after is None:  # not transient
                 break
@@ -229,10 +300,40 @@ class LLMClient:
                 self._sleep(delay)
         else:
             error = f"{error} (gave up after {s.retries + 1} attempts)"
-        return ChatResult(None, tuple(calls), error)
+        return ChatResult(None, tuple(calls), error, model)
 
-    def _attempt(self, model: str, prompt: str) -> tuple[LLMCallRecord, float | None]:
-        """One HTTP call: its record, and the minimum wait before a retry (None: do not retry)."""
+    def _note(self, record: LLMCallRecord, status: int | None) -> str | None:
+        """Count transport/auth failures in a row; the fatal line once the endpoint is dead."""
+        s = self.settings
+        with self._lock:
+            if record.response is not None:  # the server answered
+                self._succeeded += 1
+                self._in_a_row = 0
+                return None
+            if status not in FATAL_FIRST and status is not None:
+                return None  # 429, 5xx, a malformed body: the endpoint is there
+            self._in_a_row += 1
+            why = None
+            if status in FATAL_FIRST and self._succeeded == 0:
+                why = f"answered HTTP {status} to the first call"
+            elif self._in_a_row >= s.max_consecutive_failures:
+                why = f"failed {self._in_a_row} calls in a row"
+            if why and self.dead is None:
+                hint = ""
+                if status in (401, 403) and s.key_is_placeholder():
+                    hint = (f"; no API key was sent ({s.api_key_env} is not set)"
+                            if s.api_key_env else "; no API key was sent (llm.api_key_env)")
+                elif status == 404:
+                    hint = "; check llm.base_url (it usually ends in /v1) and the model name"
+                self.dead = (f"LLM endpoint {s.url()} (model {record.model}) {why}: "
+                             f"{record.error}{hint}")
+                log.info("%s", self.dead)  # the run reports it once, on stopping
+            return self.dead
+
+    def _attempt(self, model: str, prompt: str
+                 ) -> tuple[LLMCallRecord, float | None, int | None]:
+        """One HTTP call: its record, the minimum wait before a retry (None: do not retry),
+        and the HTTP status of a failure (None for a transport failure or a reply)."""
         s = self.settings
         messages = [{"role": "user", "content": prompt}]
         if s.system_prompt:
@@ -243,29 +344,67 @@ class LLMClient:
                 model=model, messages=messages, temperature=s.temperature,
                 max_tokens=s.max_tokens)
         except openai.APITimeoutError:
-            return self._failed(model, prompt, t0, f"timeout after {s.timeout_s:g}s"), 0.0
+            return self._timed_out(model, prompt, t0), 0.0, None
         except openai.APIConnectionError as e:
-            return self._failed(model, prompt, t0, f"connection error: {e}"), 0.0
+            cause = e.__cause__ or e
+            err = f"connection error to {s.url()}: {_short(str(cause) or type(cause).__name__)}"
+            return self._failed(model, prompt, t0, err), 0.0, None
         except openai.APIStatusError as e:
-            err = f"HTTP {e.status_code} {type(e).__name__}: {_short(str(e))}"
+            err = f"HTTP {e.status_code} {type(e).__name__} from {s.url()}: {_short(str(e))}"
             transient = e.status_code in RETRY_STATUSES or e.status_code >= 500
-            return self._failed(model, prompt, t0, err), _retry_after(e) if transient else None
+            return (self._failed(model, prompt, t0, err),
+                    _retry_after(e) if transient else None, e.status_code)
         except Exception as e:  # noqa: BLE001 - malformed bodies etc.: recorded, never raised
-            return self._failed(model, prompt, t0, f"{type(e).__name__}: {_short(str(e))}"), None
-        latency = time.perf_counter() - t0
-        text = ""
-        if resp.choices and resp.choices[0].message is not None:
-            text = resp.choices[0].message.content or ""
+            err = f"{type(e).__name__}: {_short(str(e))}"
+            return self._failed(model, prompt, t0, err), None, 0
+        return self._reply(model, prompt, resp, time.perf_counter() - t0), None, None
+
+    def _reply(self, model: str, prompt: str, resp: Any, latency: float) -> LLMCallRecord:
+        s = self.settings
+        choice = resp.choices[0] if resp.choices else None
+        msg = choice.message if choice is not None else None
+        finish = getattr(choice, "finish_reason", None)
+        raw = (msg.content if msg is not None else None) or ""
+        text = strip_reasoning(raw)
+        if not text.strip() and msg is not None:  # a reasoning model's answer may be here
+            for name in REASONING_FIELDS:
+                alt = getattr(msg, name, None) or (msg.model_extra or {}).get(name)
+                if isinstance(alt, str) and alt.strip():
+                    log.info("%s: no answer in the content; reading the %r field", model, name)
+                    raw = text = alt
+                    break
         usage = resp.usage
         if usage is not None and usage.prompt_tokens is not None:
             t_in, t_out = int(usage.prompt_tokens), int(usage.completion_tokens or 0)
+            with self._lock:
+                self._chars_per_token = max(1.0, len(prompt) / max(1, t_in))
         else:
-            t_in, t_out = estimate_tokens(prompt), estimate_tokens(text)
+            t_in, t_out = self.prompt_tokens(prompt), estimate_tokens(raw + text)
             log.warning("%s returned no token usage; cost estimated from characters", model)
-        record = LLMCallRecord(model=model, prompt=prompt, response=text, tokens_in=t_in,
-                               tokens_out=t_out, cost_usd=s.cost(model, t_in, t_out),
-                               latency_s=latency)
-        return record, None
+        with self._lock:
+            self._recent_out.setdefault(model, deque(maxlen=16)).append(t_out)
+        error = None
+        if finish == "length":
+            error = f"truncated at max_tokens={s.max_tokens} (finish_reason length)"
+        elif finish not in (None, "stop", "eos", "end_turn"):
+            error = f"reply ended with finish_reason {finish}"
+        elif not text.strip():
+            error = ("empty reply (no content" + (", reasoning only" if raw.strip() else "")
+                     + f", finish_reason {finish})")
+        return LLMCallRecord(model=model, prompt=prompt, response=raw, tokens_in=t_in,
+                             tokens_out=t_out, cost_usd=s.cost(model, t_in, t_out),
+                             latency_s=latency, error=error, finish_reason=finish)
+
+    def _timed_out(self, model: str, prompt: str, t0: float) -> LLMCallRecord:
+        """A timeout: the server may have done the work, so it is billed by an estimate."""
+        s = self.settings
+        t_in, t_out = self.prompt_tokens(prompt), self.expected_out(model)
+        return LLMCallRecord(model=model, prompt=prompt, response=None, tokens_in=t_in,
+                             tokens_out=t_out, cost_usd=s.cost(model, t_in, t_out),
+                             latency_s=time.perf_counter() - t0,
+                             error=(f"timeout after {s.timeout_s:g}s from {s.url()}; billed "
+                                    f"by estimate ({t_in} in + {t_out} out tokens)"),
+                             estimated=True)
 
     def _failed(self, model: str, prompt: str, t0: float, error: str) -> LLMCallRecord:
         return LLMCallRecord(model=model, prompt=prompt, response=None, tokens_in=0,

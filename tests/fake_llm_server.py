@@ -2,7 +2,12 @@
 
 Stdlib only (http.server in a thread), bound to 127.0.0.1 on a free port, so the real
 `openai` client is exercised over real HTTP. Each POST to /v1/chat/completions consumes
-the next `Reply` of the script; a request past the end of the script gets a 500 saying so.
+the next `Reply` of the script; a request past the end of the script gets a 500 saying so
+(or, with `repeat_last`, the last reply again). Replies behave like real models': a finish
+reason (`length` when cut at max_tokens), null content, `<think>` drafts, the answer in a
+reasoning field; `api_key` makes the server answer 401 to any other bearer token, like a
+hosted endpoint; any other path is a 404, like a base_url without `/v1`.
+`closed_port_url()` gives a base URL where nothing listens (connection refused).
 
 Example:
     with FakeLLMServer([Reply(status=429), Reply(content="hello")]) as srv:
@@ -14,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,19 +31,33 @@ from typing import Any
 class Reply:
     """One scripted answer: HTTP status, delay before answering, content or a raw body."""
 
-    content: str = ""
+    content: str | None = ""  # None: a null content field
     status: int = 200
     delay_s: float = 0.0
     usage: tuple[int, int] | None = (100, 50)  # (prompt_tokens, completion_tokens); None: omit
     body: str | None = None  # raw response body, overrides content/usage
     headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str = "stop"
+    reasoning: str | None = None  # put into the message's `reasoning_key` field
+    reasoning_key: str = "reasoning_content"
+
+
+def closed_port_url() -> str:
+    """A loopback base URL where nothing listens: connections are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
 
 
 class FakeLLMServer:
     """A scripted /v1/chat/completions endpoint on the loopback interface."""
 
-    def __init__(self, script: list[Reply]):
+    def __init__(self, script: list[Reply], api_key: str | None = None,
+                 repeat_last: bool = False, max_requests: int = 500):
         self.script = list(script)
+        self.api_key, self.repeat_last, self.max_requests = api_key, repeat_last, max_requests
+        self._last: Reply | None = None
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -57,9 +77,24 @@ class FakeLLMServer:
                 with server._lock:
                     server.requests.append({"path": self.path, "headers": dict(self.headers),
                                             "body": body})
-                    reply = server.script.pop(0) if server.script else None
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                    bounded = len(server.requests) <= server.max_requests
+                    auth = self.headers.get("Authorization", "")
+                    authorized = server.api_key is None or auth == f"Bearer {server.api_key}"
+                    routed = self.path.rstrip("/") == "/v1/chat/completions"
+                    reply = None
+                    if bounded and authorized and routed:
+                        reply = server.script.pop(0) if server.script else (
+                            server._last if server.repeat_last else None)
+                        server._last = reply or server._last
+                if not routed:
                     return self._send(404, json.dumps({"error": {"message": "not found"}}), {})
+                if not authorized:
+                    return self._send(401, json.dumps({"error": {
+                        "message": "Incorrect API key provided", "type": "invalid_request_error",
+                        "code": "invalid_api_key"}}), {})
+                if not bounded:
+                    return self._send(500, json.dumps(
+                        {"error": {"message": "fake server: request limit reached"}}), {})
                 if reply is None:
                     return self._send(500, json.dumps(
                         {"error": {"message": "fake server: script exhausted"}}), {})
@@ -100,9 +135,11 @@ class FakeLLMServer:
         out: dict[str, Any] = {
             "id": f"chatcmpl-fake-{len(self.requests)}", "object": "chat.completion",
             "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": reply.finish_reason,
                          "message": {"role": "assistant", "content": reply.content}}],
         }
+        if reply.reasoning is not None:
+            out["choices"][0]["message"][reply.reasoning_key] = reply.reasoning
         if reply.usage is not None:
             out["usage"] = {"prompt_tokens": reply.usage[0], "completion_tokens": reply.usage[1],
                             "total_tokens": sum(reply.usage)}

@@ -64,7 +64,9 @@ class LLMCallRecord:
     tokens_out: int
     cost_usd: float
     latency_s: float
-    error: str | None = None
+    error: str | None = None  # also set for a reply that cannot be used (truncated, empty)
+    finish_reason: str | None = None  # the server's: stop, length, ...
+    estimated: bool = False  # tokens and cost estimated (a timeout), not reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class Rejected:
     slot: str
     reason: str
     llm_calls: tuple[LLMCallRecord, ...] = ()
+    fatal: str | None = None  # the LLM endpoint cannot work: the run must stop (one line)
+    fixable: bool = False  # a reply problem the model can fix (shown to later prompts)
 
 
 class Operator(Protocol):

@@ -1,9 +1,13 @@
 """`llm-diff` and `llm-rewrite`: ask an LLM for a child of the parent program.
 
 Both build a prompt from the context, send it through `evolve.llm.LLMClient`, turn the reply
-into code (SEARCH/REPLACE blocks or a whole module) and check it (parses, EVOLVE-BLOCKs
-respected, not identical to the parent). A reply that fails gets up to `repair_rounds`
-follow-up prompts showing the error; what still fails is a `Rejected` with the reason.
+into code (SEARCH/REPLACE blocks or a whole module) and check it (`edits.check_child`:
+compiles, EVOLVE-BLOCKs respected, not identical to the parent, the slot's static checks).
+A reply that fails (truncated, empty, unmatched SEARCH lines, ...) gets up to
+`repair_rounds` follow-up prompts to the same model, showing the error and the exact lines
+involved; what still fails is a `Rejected` with the reason, marked `fixable` (later prompts
+for the slot show it). A transport failure is not repaired and not fed back; an endpoint
+that cannot work at all comes back as a Rejected with `fatal` set, which stops the run.
 Every attempt, failed ones included, travels back in `llm_calls`.
 """
 
@@ -60,24 +64,42 @@ class LLMOperator:
     def _propose(self, ctx: MutationContext, calls: list[LLMCallRecord]) -> Proposal | Rejected:
         first = prompt = build_prompt(self.kind, ctx, self.max_inspirations)
         reasons: list[str] = []
+        model = None  # a repair round goes to the model that wrote the reply
         for round_ in range(self.repair_rounds + 1):
-            result = self.client.chat(prompt, ctx.rng, ctx.budget_ok)
+            result = self.client.chat(prompt, ctx.rng, ctx.budget_ok, model=model)
             calls.extend(result.calls)
+            model = result.model or model
+            if result.fatal:
+                return Rejected(self.name, ctx.slot, f"LLM endpoint unusable: {result.fatal}",
+                                tuple(calls), fatal=result.fatal)
             if result.text is None:  # transport failure or budget: no point repairing
                 reasons.append(f"LLM call failed: {result.error}")
-                break
+                return self._rejected(ctx, reasons, calls, fixable=False)
             try:
+                if result.error:  # truncated, empty, filtered: the reply is not usable
+                    raise EditError(result.error, _reply_hint(result.error))
                 code = self.child_code(ctx.parent.code, result.text)
-                check_child(ctx.parent.code, code)
+                check_child(ctx.parent.code, code, ctx.slot)
             except EditError as e:
                 reasons.append(str(e))
-                prompt = build_repair_prompt(first, result.text, str(e))
+                prompt = build_repair_prompt(first, result.text, e.full())
                 continue
-            note = "after a repair round" if round_ else ""
+            note = f"after {round_} repair round(s)" if round_ else ""
             return Proposal(self.name, ctx.slot, code=code, llm_calls=tuple(calls), note=note)
+        return self._rejected(ctx, reasons, calls, fixable=True)
+
+    def _rejected(self, ctx: MutationContext, reasons: list[str],
+                  calls: list[LLMCallRecord], fixable: bool) -> Rejected:
         reason = reasons[-1] if len(reasons) == 1 else "; ".join(
             f"round {i + 1}: {r}" for i, r in enumerate(reasons))
-        return Rejected(self.name, ctx.slot, reason, tuple(calls))
+        return Rejected(self.name, ctx.slot, reason, tuple(calls), fixable=fixable)
+
+
+def _reply_hint(error: str) -> str:
+    if error.startswith("truncated"):
+        return ("The reply was cut off before it ended. Answer again with a shorter reply: "
+                "fewer and smaller blocks, no explanation before them.")
+    return ""
 
 
 class LLMDiff(LLMOperator):

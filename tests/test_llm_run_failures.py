@@ -1,0 +1,132 @@
+"""`sds run` with an LLM endpoint that cannot work: the run stops, exits 1, says why.
+
+A wrong base_url (nothing listens: connection refused), a base_url without `/v1` (404), a
+server that needs a key the environment does not hold (401): each must end the run with
+status `failed`, exit code 1 and one console line naming the URL, the model and the last
+error, after at most `llm.max_consecutive_failures` calls (a 401/404 on the first call at
+once). The harness is the cheap fake of the controller tests; the LLM traffic is real HTTP
+to a loopback server.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_llm_server import FakeLLMServer, Reply, closed_port_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_controller_fakes import FakeHarness
+
+import evolve.launch
+from evolve.cli import main
+from evolve.population import PROPOSE, llm_usage, run_evaluations
+from population_db import Store
+
+KEY_VAR = "SDS_TEST_LLM_KEY_NOT_SET"
+
+
+def write_config(tmp_path: Path, url: str, **llm) -> Path:
+    raw = {"name": "llm-fail", "seed": 3,
+           "target": {"slots": ["cache_policy"],
+                      "runtime": {"slots": {"cache_policy": "seed:cache_policy/scored"}}},
+           "operators": {"llm-diff": {"weight": 1, "repair_rounds": 0}},
+           "llm": {"models": {"coder-7b": 1.0}, "base_url": url, "api_key_env": KEY_VAR,
+                   "prices": {"coder-7b": [0.5, 1.5]}, "retries": 1, "timeout_s": 5,
+                   "max_consecutive_failures": 4, **llm},
+           "evaluation": {"workloads": ["shared-prefix-cpu"], "device": "cpu", "model": "tiny"},
+           "budget": {"max_evaluations": 40},
+           "concurrency": {"max_proposals": 2, "max_evaluations": 1}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def fake_harness(monkeypatch):
+    monkeypatch.delenv(KEY_VAR, raising=False)
+    monkeypatch.setattr(evolve.launch, "make_harness",
+                        lambda cfg, store, device: FakeHarness(fail_rate=0.0))
+
+
+def run_cli(tmp_path: Path, cfg: Path, capsys, progress: bool = False) -> tuple[int, str, Store]:
+    db = f"sqlite:///{tmp_path}/sds.db"
+    argv = ["run", str(cfg), "--db", db, "--runs-csv", "-"]
+    code = main(argv + ([] if progress else ["--no-progress"]))
+    err = capsys.readouterr().err
+    return code, err, Store.open(db)
+
+
+def the_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("sds run: run llm-fail failed")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_connection_refused_stops_the_run_after_a_few_calls(tmp_path, capsys, fake_harness):
+    url = closed_port_url()
+    code, err, store = run_cli(tmp_path, write_config(tmp_path, url), capsys)
+    line = the_line(err)
+    print(line)
+    assert code == 1
+    assert url in line and "coder-7b" in line and "connection error" in line
+    assert "failed 4 calls in a row" in line
+    run = store.get_run("llm-fail")
+    assert run.status == "failed"
+    stop = store.events(run.id, "llm_stop")[0].data
+    assert stop["reason"] == "llm_endpoint" and url in stop["error"]
+    n = llm_usage(store, run.id)["calls"]
+    # 4 in a row make it dead; a proposal already in flight may add its own attempts
+    assert 4 <= n <= 4 + 2, n
+    rows = run_evaluations(store, run.id, PROPOSE)
+    assert rows and all(url in (r.error or "") for r in rows)  # every reason names the URL
+
+
+def test_missing_key_is_fatal_on_the_first_401(tmp_path, capsys, fake_harness):
+    with FakeLLMServer([Reply("never sent")], api_key="sk-real") as srv:
+        code, err, store = run_cli(tmp_path, write_config(tmp_path, srv.base_url), capsys)
+        sent = len(srv.requests)
+    line = the_line(err)
+    print(line)
+    assert code == 1 and sent <= 2  # two proposals may be in flight (max_proposals)
+    assert "answered HTTP 401 to the first call" in line and srv.base_url in line
+    assert f"{KEY_VAR} is not set" in line and "coder-7b" in line
+    assert store.get_run("llm-fail").status == "failed"
+
+
+def test_base_url_without_v1_is_fatal_on_the_first_404(tmp_path, capsys, fake_harness):
+    with FakeLLMServer([Reply("never sent")]) as srv:
+        url = srv.base_url.removesuffix("/v1")
+        code, err, _ = run_cli(tmp_path, write_config(tmp_path, url), capsys)
+        sent = len(srv.requests)
+    line = the_line(err)
+    assert code == 1 and sent <= 2
+    assert "HTTP 404" in line and url in line and "ends in /v1" in line
+
+
+def test_a_404_after_calls_succeeded_is_not_fatal_at_once(tmp_path, capsys, fake_harness):
+    """A model that answered before is not 'wrong URL': one 404 among replies is retried
+    by later proposals; only the run of failures in a row counts."""
+    good = ("<<<<<<< SEARCH\n    return hashed * (1.0 + num_hits) / (1.0 + 0.01 * idle) - "
+            "0.001 * position\n=======\n    return hashed * (1.0 + 2.0 * num_hits) / (1.0 + "
+            "0.01 * idle) - 0.001 * position\n>>>>>>> REPLACE\n")
+    script = [Reply(good), Reply(status=404), Reply("no blocks here")]
+    with FakeLLMServer(script, repeat_last=True, max_requests=60) as srv:
+        cfg = write_config(tmp_path, srv.base_url)
+        raw = yaml.safe_load(cfg.read_text())
+        raw["budget"] = {"max_evaluations": 3}
+        raw["concurrency"]["max_proposals"] = 1
+        cfg.write_text(yaml.safe_dump(raw))
+        code, err, store = run_cli(tmp_path, cfg, capsys)
+    assert code == 0, err
+    assert store.get_run("llm-fail").status == "finished"
+
+
+def test_the_progress_bar_shows_llm_failures(tmp_path, capsys, fake_harness):
+    code, err, _ = run_cli(tmp_path, write_config(tmp_path, closed_port_url()), capsys,
+                           progress=True)
+    assert code == 1
+    assert "llm fail=" in err  # the bar's postfix, as the failures happened
