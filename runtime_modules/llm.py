@@ -82,6 +82,11 @@ class LLM:
         return {s: ls.info() for s, ls in self._loaded.items()}
 
     @property
+    def slot_modules(self) -> dict[str, Any]:
+        """{slot: the module its program was loaded as} (e.g. to read or probe its functions)."""
+        return {s: ls.module for s, ls in self._loaded.items()}
+
+    @property
     def stats(self) -> dict[str, int]:
         """Engine counters (steps, preemptions, prefix-cache hit tokens, ...)."""
         return self.engine.stats
