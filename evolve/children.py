@@ -48,6 +48,8 @@ class ChildrenMixin:
     def _add_seed(self) -> None:
         spec = self.cfg.seed_spec(self.device).to_dict()
         rt = self.store.add_runtime(self.run_id, spec, island=0, generation=0, operator="seed")
+        for slot, choice in spec.get("slots", {}).items():  # stored as `seed` programs before
+            self._program_id(slot, choice["program"])  # the harness records them as `eval`
         self.st.members[rt.id] = sel.Member(rt.id, 0, rt.spec, 0, "seed")
         self.st.seed_runtime_id = rt.id
         self.st.seen_specs.add(runtime_key(self.store, rt.spec, self.st.ref_hashes))
@@ -212,7 +214,9 @@ class ChildrenMixin:
         self.st.members[rt.id] = sel.Member(rt.id, island, rt.spec, gen, result.operator)
         self.st.edges[rt.id] = tuple(edges)
         self.st.seen_specs.add(key)
-        self.store.add_event(self.run_id, "bandit", {"runtime": rt.id, "arm": arm, "usd": usd})
+        self.store.add_event(self.run_id, "bandit", {"runtime": rt.id, "arm": arm, "usd": usd,
+                                                     **({"note": result.note} if result.note
+                                                        else {})})
         self.open_arms[rt.id] = (arm, usd)
         self.note_parent_code(rt.id)
         return rt.id, self.store.enqueue_evaluation(self.run_id, rt.id, FULL)
@@ -222,13 +226,19 @@ class ChildrenMixin:
         """Tell later prompts for `slot` that this change was tried, and how it did."""
         same = next((m for m in self.st.members.values() if runtime_key(
             self.store, m.spec, self.st.ref_hashes) == key), None)
-        row = self.st.full_rows.get(same.score_from or same.runtime_id) if same else None
-        result = describe_result(row.status if row else None, row.metrics if row else None,
-                                 row.error if row else None, self.objectives[0][0])
-        where = f" (runtime r{same.runtime_id})" if same else ""
+
+        def result() -> str:  # read when a prompt is built: it may be evaluated by then
+            if same is None:
+                return "unknown"
+            row = self.st.full_rows.get(same.score_from or same.runtime_id)
+            text = describe_result(row.status if row else None, row.metrics if row else None,
+                                   row.error if row else None, self.objectives[0][0])
+            return f"{text} (runtime r{same.runtime_id})"
+
         parent_code = self._code_cache.get(self._ref(parent, slot), "")
         change = change_summary(parent_code, code) if code is not None else ""
-        self.feedback.duplicate(island, slot, change, f"{result}{where}")
+        self.feedback.duplicate(island, slot, change, result,
+                                same.runtime_id if same else None)
 
     def note_failure(self, runtime_id: int, error: str | None,
                      artifacts: dict[str, Any]) -> None:

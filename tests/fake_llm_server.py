@@ -3,7 +3,8 @@
 Stdlib only (http.server in a thread), bound to 127.0.0.1 on a free port, so the real
 `openai` client is exercised over real HTTP. Each POST to /v1/chat/completions consumes
 the next `Reply` of the script; a request past the end of the script gets a 500 saying so
-(or, with `repeat_last`, the last reply again). Replies behave like real models': a finish
+(or, with `repeat_last`, the last reply again; with `responder`, whatever it answers to
+the prompt). Replies behave like real models': a finish
 reason (`length` when cut at max_tokens), null content, `<think>` drafts, the answer in a
 reasoning field; `api_key` makes the server answer 401 to any other bearer token, like a
 hosted endpoint; any other path is a 404, like a base_url without `/v1`.
@@ -22,6 +23,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -50,12 +52,19 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
+def _user_text(body: Any) -> str:
+    msgs = body.get("messages", []) if isinstance(body, dict) else []
+    return "\n".join(m.get("content") or "" for m in msgs if m.get("role") == "user")
+
+
 class FakeLLMServer:
     """A scripted /v1/chat/completions endpoint on the loopback interface."""
 
     def __init__(self, script: list[Reply], api_key: str | None = None,
-                 repeat_last: bool = False, max_requests: int = 500):
+                 repeat_last: bool = False, max_requests: int = 500,
+                 responder: Callable[[str, int], Reply] | None = None):
         self.script = list(script)
+        self.responder = responder  # (user prompt, request index) -> Reply, after the script
         self.api_key, self.repeat_last, self.max_requests = api_key, repeat_last, max_requests
         self._last: Reply | None = None
         self.requests: list[dict[str, Any]] = []
@@ -85,6 +94,13 @@ class FakeLLMServer:
                     if bounded and authorized and routed:
                         reply = server.script.pop(0) if server.script else (
                             server._last if server.repeat_last else None)
+                        if reply is None and server.responder is not None:
+                            try:
+                                reply = server.responder(_user_text(body),
+                                                         len(server.requests) - 1)
+                            except Exception as e:  # a test bug: say so in the reply
+                                reply = Reply(status=500, body=json.dumps({"error": {
+                                    "message": f"fake server responder: {e!r}"}}))
                         server._last = reply or server._last
                 if not routed:
                     return self._send(404, json.dumps({"error": {"message": "not found"}}), {})
@@ -147,11 +163,7 @@ class FakeLLMServer:
 
     def prompts(self) -> list[str]:
         """The user-message text of every request received, in order."""
-        out = []
-        for r in self.requests:
-            msgs = r["body"].get("messages", []) if isinstance(r["body"], dict) else []
-            out.append("\n".join(m["content"] for m in msgs if m.get("role") == "user"))
-        return out
+        return [_user_text(r["body"]) for r in self.requests]
 
     def start(self) -> FakeLLMServer:
         """Start serving in a daemon thread."""

@@ -20,6 +20,8 @@ import difflib
 import json
 import re
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime_modules.slots import code_hash
@@ -36,12 +38,13 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _error_head(error: str) -> str:
-    """The message of an error, not its whole traceback: the last non-frame lines."""
+    """The message of an error, not its whole traceback: the exception line."""
     lines = [ln for ln in (error or "").strip().splitlines() if ln.strip()]
-    if len(lines) <= 3:
-        return " ".join(ln.strip() for ln in lines)
-    tail = [ln for ln in lines if not ln.startswith((" ", "\t", "Traceback"))]
-    return " ".join(ln.strip() for ln in (tail[-2:] if tail else lines[-2:]))
+    if any("Traceback (most recent call last)" in ln for ln in lines):
+        tail = [ln for ln in lines
+                if not ln.startswith((" ", "\t")) and "Traceback (most recent" not in ln]
+        return tail[-1].strip() if tail else lines[-1].strip()
+    return " ".join(ln.strip() for ln in lines[:4])
 
 
 def pointed_lines(code: str, error: str, artifacts: dict[str, Any] | None) -> list[int]:
@@ -93,21 +96,36 @@ def describe_result(status: str | None, metrics: dict[str, Any] | None, error: s
     return f"{status}: {_clip(_error_head(error or ''), 200)}"
 
 
+@dataclass(frozen=True)
+class _Duplicate:
+    """A repeated change; its earlier runtime's result is read when a prompt is built (it
+    may not have been evaluated when the repeat came in)."""
+
+    change: str
+    result: Callable[[], str] = field(compare=False)
+    runtime: int | None = None
+
+    def text(self) -> str:
+        note = f"this change was already tried: result {self.result()}"
+        return note + ("\n" + self.change if self.change.strip() else "")
+
+
 class FailureBook:
     """Recent actionable failures per (island, slot), as prompt-ready notes."""
 
     def __init__(self, max_notes: int = MAX_NOTES):
         self.max_notes = max_notes
-        self._notes: dict[tuple[int, str], deque[str]] = {}
+        self._notes: dict[tuple[int, str], deque[str | _Duplicate]] = {}
 
-    def _add(self, island: int, slot: str, note: str) -> None:
+    def _add(self, island: int, slot: str, note: str | _Duplicate) -> None:
         q = self._notes.setdefault((island, slot), deque(maxlen=self.max_notes))
         if note not in q:  # the same failure twice teaches nothing new
             q.append(note)
 
     def recent(self, island: int, slot: str) -> tuple[str, ...]:
         """The notes for a prompt editing `slot` on `island`, oldest first."""
-        return tuple(self._notes.get((island, slot), ()))
+        return tuple(n if isinstance(n, str) else n.text()
+                     for n in self._notes.get((island, slot), ()))
 
     def child_failed(self, island: int, codes: dict[str, str], error: str | None,
                      artifacts: dict[str, Any] | None) -> None:
@@ -130,9 +148,8 @@ class FailureBook:
         self._add(island, slot, f"a reply ({operator}) was rejected: "
                                 f"{_clip(reason, MAX_ERROR_CHARS)}")
 
-    def duplicate(self, island: int, slot: str, change: str, result: str) -> None:
-        """A proposal repeated a runtime the run already has; `result` is that one's outcome."""
-        note = f"this change was already tried: result {result}"
-        if change.strip():
-            note += "\n" + change
-        self._add(island, slot, note)
+    def duplicate(self, island: int, slot: str, change: str, result: Callable[[], str],
+                  runtime: int | None = None) -> None:
+        """A proposal repeated `runtime`, which the run already has; `result()` describes
+        that runtime's outcome as it stands when a prompt is built."""
+        self._add(island, slot, _Duplicate(change, result, runtime))
