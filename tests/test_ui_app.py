@@ -1,0 +1,181 @@
+"""`sds ui` without a browser: every page and JSON route, 404s, read-only, escaping, the
+lineage data against the store's own lineage, and the verb's bad-input exits."""
+
+# ruff: noqa: F811  (pytest fixtures imported from test_ui_fixtures are parameters here)
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flask", reason="the ui extra is not installed (pip install -e '.[ui]')")
+pytest.importorskip("waitress", reason="the ui extra is not installed (pip install -e '.[ui]')")
+
+from flask.testing import FlaskClient  # noqa: E402
+from test_ui_fixtures import HOSTILE, UIData, ui_data  # noqa: E402,F401
+
+from evolve.cli import main  # noqa: E402
+from evolve.ui.app import create_app  # noqa: E402
+from evolve.ui.db import open_readonly  # noqa: E402
+from evolve.ui.lineage import runtime_lineage  # noqa: E402
+from population_db import Store  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(ui_data: UIData) -> FlaskClient:
+    return create_app(open_readonly(ui_data.url)).test_client()
+
+
+def _pages(d: UIData) -> list[str]:
+    return ["/", f"/run/{d.run}", f"/run/{d.run}/lineage", f"/run/{d.run}/lineage?kind=programs",
+            f"/runtime/{d.xss_runtime}", f"/program/{d.xss_program}",
+            f"/evaluation/{d.xss_eval}", f"/compare?run={d.run}&run={d.live_run}",
+            f"/api/run/{d.run}", f"/api/run/{d.run}/lineage",
+            f"/api/run/{d.run}/lineage?kind=programs", f"/api/compare?run={d.run}",
+            f"/compare.csv?run={d.run}&run={d.live_run}", "/static/lineage.js",
+            "/static/pygments.css"]
+
+
+def test_every_page_renders_with_a_strict_csp(client: FlaskClient, ui_data: UIData) -> None:
+    for url in _pages(ui_data):
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.status_code, r.text[:300])
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+    html = client.get("/").text
+    assert "search-a" in html and "modeled_ratio" in html
+    assert "<script>" not in re.sub(r'<script src="/static/[a-z]+\.js"></script>', "", html)
+
+
+def test_no_route_writes_and_none_accepts_other_methods(client: FlaskClient,
+                                                         ui_data: UIData) -> None:
+    for url in _pages(ui_data):
+        for method in ("post", "put", "delete", "patch"):
+            assert getattr(client, method)(url).status_code == 405, (method, url)
+    rules = {m for rule in client.application.url_map.iter_rules() for m in rule.methods}
+    assert rules <= {"GET", "HEAD", "OPTIONS"}
+
+
+def test_the_store_it_uses_cannot_write(ui_data: UIData) -> None:
+    store = open_readonly(ui_data.url)
+    before = len(store.list_runs())
+    with pytest.raises(Exception, match="(?i)readonly|read-only|query_only|attempt to write"):
+        store.get_or_create_run("should-not-exist")
+    assert len(Store.open(ui_data.url, create=False).list_runs()) == before
+
+
+def test_unknown_ids_and_paths_give_a_404_page(client: FlaskClient) -> None:
+    for url in ("/runtime/999999", "/program/999999", "/evaluation/999999", "/run/999999",
+                "/run/999999/lineage", "/runtime/abc", "/static/../app.py",
+                "/static/%2e%2e%2fapp.py", "/static/..%2f..%2fpyproject.toml", "/nothing",
+                "/go?id=r999999", "/go?id=no-such-run"):
+        r = client.get(url, follow_redirects=True)
+        assert r.status_code == 404, (url, r.status_code)
+        assert "Traceback" not in r.text and "404" in r.text
+    r = client.get("/api/run/999999")
+    assert r.status_code == 404 and r.json["error"] == "Not found"
+
+
+def test_loopback_server_refuses_other_host_names(client: FlaskClient) -> None:
+    assert client.get("/", headers={"Host": "127.0.0.1:8765"}).status_code == 200
+    assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
+
+
+def test_markup_in_code_prompt_reply_and_error_is_escaped(client: FlaskClient,
+                                                          ui_data: UIData) -> None:
+    for url in (f"/runtime/{ui_data.xss_runtime}", f"/program/{ui_data.xss_program}",
+                f"/evaluation/{ui_data.xss_eval}", "/", f"/run/{ui_data.xss_run}"):
+        html = client.get(url).text
+        assert "<script>window.__xss" not in html, url
+        assert "</textarea></pre><script>" not in html, url
+    html = client.get(f"/evaluation/{ui_data.xss_eval}").text
+    assert "&lt;script&gt;window.__xss = 1;" in html  # the error and the LLM call, as text
+    assert "model-&lt;b&gt;x&lt;/b&gt;" in html and "tokens in <b>1234</b>" in html
+    prog = client.get(f"/program/{ui_data.xss_program}").text
+    assert "Diff against the parent" in prog and "2.0" in prog
+
+
+def test_lineage_json_has_every_runtime_and_edge(client: FlaskClient, ui_data: UIData) -> None:
+    data = client.get(f"/api/run/{ui_data.run}/lineage").json
+    n = data["nodes"]
+    store = Store.open(ui_data.url, create=False)
+    rts = {r.id: r for r in store.list_runtimes(ui_data.run)}
+    assert sorted(n["id"]) == sorted(rts) and len(n["id"]) == 200
+    for i, rid in enumerate(n["id"]):
+        parents = dict((role, p) for p, role in rts[rid].parents)
+        assert n["parent"][i] == parents.get("parent")
+        assert n["second"][i] == parents.get("second_parent")
+        assert n["group"][i] == rts[rid].island and n["op"][i] == rts[rid].operator
+    # migrants have no evaluation of their own but stay in the tree
+    copies = [i for i, op in enumerate(n["op"]) if op == "migration"]
+    assert copies and all(n["status"][i] == "copy" for i in copies)
+    scores = store.scores(ui_data.run, list(rts), "modeled_ratio")
+    for i, rid in enumerate(n["id"]):
+        if n["confirmed"][i] == 1:
+            assert n["score"][i] == pytest.approx(scores[rid])
+    assert data["metric"] == "modeled_ratio" and data["higher"] is True
+    progs = client.get(f"/api/run/{ui_data.run}/lineage?kind=programs").json["nodes"]
+    assert "seed" in progs["op"] and all(s in ("scheduler", "cache_policy") for s in progs["group"])
+
+
+def test_runtime_lineage_is_one_statement(ui_data: UIData) -> None:
+    from sqlalchemy import event
+
+    store = open_readonly(ui_data.url)
+    seen: list[str] = []
+
+    def before(conn, cursor, statement, *a) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "runtime_parents" in statement:
+            seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    runtime_lineage(store, ui_data.run)
+    event.remove(store.engine, "before_cursor_execute", before)
+    assert len(seen) == 1
+
+
+def test_run_api_and_compare_csv(client: FlaskClient, ui_data: UIData) -> None:
+    d = client.get(f"/api/run/{ui_data.run}").json
+    best = d["curve"]["best"]
+    assert best == sorted(best) and best[-1] == pytest.approx(d["card"]["best"])
+    assert d["card"]["fidelity"] == "sim"
+    assert sum(d["summary"]["by_status"].values()) == d["summary"]["evaluations"]
+    arms = d["operators"]["arms"]
+    assert "llm-diff@model-a" in arms and "gp" in arms
+    assert sum(sum(b.values()) for b in d["operators"]["buckets"]) == d["summary"]["evaluations"]
+    assert {i["island"] for i in d["islands"]} == {0, 1, 2, 3}
+    csv_text = client.get(f"/compare.csv?run={ui_data.run}&run={ui_data.live_run}").text
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("tags.run,") and len(lines) == 3
+    assert "search-a" in lines[1] and "search-b" in lines[2]
+
+
+def test_runtime_page_has_export_command_diff_and_workloads(client: FlaskClient,
+                                                            ui_data: UIData) -> None:
+    d = client.get(f"/api/run/{ui_data.run}").json
+    rid = d["card"]["best_runtime"]
+    html = client.get(f"/runtime/{rid}").text
+    assert f"sds export {rid} --db" in html and f"--out sds-runtime-{rid}" in html
+    assert "Diff against the parent" in html and 'class="hl"' in html
+    assert "work_steps" in html and "shared-prefix" in html and "modeled_ratio" in html
+
+
+def test_cli_bad_database_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    empty = tmp_path / "empty.db"
+    Store.open(f"sqlite:///{tmp_path / 'other.db'}").close()
+    import sqlite3
+
+    sqlite3.connect(empty).execute("create table t (x)").connection.close()
+    for url in (f"sqlite:///{tmp_path}/missing.db", f"sqlite:///{junk}", f"sqlite:///{empty}",
+                "notadb://x", "postgresql+psycopg://u:secret@127.0.0.1:1/none"):
+        capsys.readouterr()
+        assert main(["ui", "--db", url, "--port", "0"]) == 2, url
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sds ui: "), (url, err)
+        assert "secret" not in err[0]
+    assert not (tmp_path / "missing.db").exists()
