@@ -17,16 +17,43 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.dataclasses import dataclass
 
-from evolve.config_errors import Expect, did_you_mean, explain
+from evolve.config_check import ConfigError, check_resources  # noqa: F401  (this module's API)
+from evolve.config_errors import explain
+from evolve.config_fields import (
+    PRICES,
+    Expect,
+    NonNegFloat,
+    NonNegInt,
+    OptStr,
+    PosFloat,
+    PosInt,
+    Section,
+    Str,
+    drawn_from,
+    llm_models,
+    llm_prices,
+    objective_ok,
+    one_of,
+    operators_shorthand,
+    price_pair,
+    rule,
+    timeouts_ok,
+)
 from fitness.result import STAGES
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
 
@@ -34,93 +61,8 @@ STAGE_NAMES = STAGES  # one list of stages: the harness's
 _SCHEMA = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
 
 
-class ConfigError(ValueError):
-    """A run config that cannot be used; the message names file, key, value and expectation."""
-
-
-def _rule(tp: Any, expect: str, ok: Callable[[Any], bool] | None = None) -> Any:
-    """`tp` (strict: no "3" for 3, no true for 1) whose values satisfy `ok`, described as
-    `expect` in errors."""
-    def check(v: Any) -> Any:
-        if ok is not None and v is not None and not ok(v):
-            raise ValueError(expect)
-        return v
-    return Annotated[tp, Strict(), AfterValidator(check), Expect(expect)]
-
-
-def _drawn_from(options: tuple[str, ...], what: str, empty_ok: bool = False) -> Any:
-    """A list of names from `options` (non-empty unless `empty_ok`), with a likely fix."""
-    def check(v: list[str]) -> list[str]:
-        bad = [s for s in v if s not in options]
-        if bad or (not v and not empty_ok):
-            hint = did_you_mean(bad[0], options) if bad else ""
-            raise ValueError(f"a non-empty list drawn from {list(options)}{hint}")
-        return v
-    return Annotated[list[Annotated[str, Strict()]], AfterValidator(check),
-                     Expect(f"a non-empty list of {what}")]
-
-
-def _one_of(*choices: str) -> Any:
-    def check(v: str) -> str:
-        if v not in choices:
-            raise ValueError(f"one of {list(choices)}{did_you_mean(v, choices)}")
-        return v
-    return Annotated[str, Strict(), AfterValidator(check), Expect(f"one of {list(choices)}")]
-
-
-def _section(v: Any) -> Any:
-    return {} if v is None else v  # an empty YAML section (`budget:`) means the defaults
-
-
-Section = BeforeValidator(_section)
-PosInt = _rule(int, "a positive integer", lambda v: v > 0)
-NonNegInt = _rule(int, "an integer >= 0", lambda v: v >= 0)
-PosFloat = _rule(float, "a positive number", lambda v: v > 0)
-NonNegFloat = _rule(float, "a number >= 0", lambda v: v >= 0)
-Str = Annotated[str, Strict()]
-OptStr = Annotated[str | None, Strict()]
-
-
-def _objective(o: str) -> bool:
-    name, _, sense = o.partition(":")
-    return bool(name) and sense in ("max", "min")
-
-
-def _llm_models(v: Any) -> Any:
-    """{name: weight}, or a name, or [name | {name, weight}] (all the forms LLMSettings takes)."""
-    if isinstance(v, str):
-        return {v: 1.0}
-    if isinstance(v, list):
-        out = {}
-        for item in v:
-            if isinstance(item, str):
-                out[item] = 1.0
-            elif isinstance(item, dict) and isinstance(item.get("name"), str):
-                out[item["name"]] = item.get("weight", 1.0)
-            else:
-                raise ValueError("a mapping of model name to weight >= 0, a name, or a list of "
-                                 "names or {name, weight}")
-        return out
-    return v
-
-
-def _llm_prices(v: Any) -> Any:
-    """{model: [in, out]} or {model: {input, output}} -> {model: [in, out]}."""
-    if isinstance(v, dict):
-        return {m: [p["input"], p["output"]] if isinstance(p, dict)
-                and set(p) == {"input", "output"} else p for m, p in v.items()}
-    return v
-
-
-PRICES = ("a mapping of model name to [USD per 1M input tokens, USD per 1M output tokens] "
-          "or {input, output}")
-
-
-def _pair(p: list[float]) -> list[float]:
-    if len(p) != 2:
-        raise ValueError("[USD per 1M input tokens, USD per 1M output tokens] or "
-                         "{input, output}")
-    return p
+# ConfigError is defined beside check_resources (evolve/config_check.py) and is part of this
+# module's API: `from evolve.config import ConfigError`.
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -131,28 +73,12 @@ class OperatorConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _operators(v: Any) -> Any:
-    """`{name: weight}` or `{name: {weight: w, ...options}}` -> {name: {weight, options}}."""
-    if not isinstance(v, dict) or not v:
-        raise ValueError("a non-empty mapping of operator name to a weight or "
-                         "{weight: w, ...options}")
-    out: dict[str, Any] = {}
-    for name, spec in v.items():
-        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-            spec = {"weight": spec}
-        if isinstance(spec, dict):
-            opts = dict(spec)
-            spec = {"weight": opts.pop("weight", 1.0), "options": opts}
-        out[str(name)] = spec
-    return out
-
-
 @dataclass(frozen=True, config=_SCHEMA)
 class LLMConfig:
     """The OpenAI-compatible endpoint and its models, sampled by weight per call; the same
     keys and forms evolve.llm.LLMSettings accepts."""
 
-    models: Annotated[dict[str, NonNegFloat], BeforeValidator(_llm_models),
+    models: Annotated[dict[str, NonNegFloat], BeforeValidator(llm_models),
                       Expect("a mapping of model name to weight >= 0")] = \
         field(default_factory=dict)
     base_url: OptStr = None
@@ -163,8 +89,8 @@ class LLMConfig:
     retries: NonNegInt = 3
     backoff_s: NonNegFloat = 1.0  # first back-off; doubles per retry, with full jitter
     backoff_max_s: NonNegFloat = 60.0
-    prices: Annotated[dict[str, Annotated[list[NonNegFloat], AfterValidator(_pair)]],
-                      BeforeValidator(_llm_prices), Expect(PRICES)] = field(default_factory=dict)
+    prices: Annotated[dict[str, Annotated[list[NonNegFloat], AfterValidator(price_pair)]],
+                      BeforeValidator(llm_prices), Expect(PRICES)] = field(default_factory=dict)
     system_prompt: OptStr = None
     max_consecutive_failures: PosInt = 6  # transport/auth failures in a row that stop a run
 
@@ -175,7 +101,7 @@ class IslandsConfig:
 
     count: PosInt = 1
     population_size: PosInt = 8
-    migration_interval: _rule(int, "a positive integer (evaluations)", lambda v: v > 0) = 10
+    migration_interval: rule(int, "a positive integer (evaluations)", lambda v: v > 0) = 10
     migration_size: NonNegInt = 1
 
 
@@ -183,11 +109,11 @@ class IslandsConfig:
 class SelectionConfig:
     """Parent selection within an island (DEAP)."""
 
-    method: _one_of("tournament", "nsga2") = "tournament"
+    method: one_of("tournament", "nsga2") = "tournament"
     tournament_size: PosInt = 3
     elitism: NonNegInt = 1
-    objectives: _rule(list[Str], "a non-empty list of 'metric:max' or 'metric:min'",
-                      lambda v: len(v) > 0 and all(map(_objective, v))) = \
+    objectives: rule(list[Str], "a non-empty list of 'metric:max' or 'metric:min'",
+                      lambda v: len(v) > 0 and all(map(objective_ok, v))) = \
         field(default_factory=lambda: ["tok_s:max"])
     inspirations: NonNegInt = 2
 
@@ -203,16 +129,12 @@ class ConfirmConfig:
     # beats_parent: the child's sim objective beats its parent's (the seed is always
     # confirmed); top_k: it is among its island's top_k; always; never (sim only: nothing
     # can then be called best, since best needs `correctness`)
-    when: _one_of("beats_parent", "top_k", "always", "never") = "beats_parent"
+    when: one_of("beats_parent", "top_k", "always", "never") = "beats_parent"
     top_k: PosInt = 2
     # the workloads of the real-engine stages (correctness, quick_bench, bench); default:
     # evaluation.workloads. Full-size workloads in sim, their -cpu versions here on a CPU.
-    workloads: _rule(list[Str] | None, "a non-empty list of workload names or null",
+    workloads: rule(list[Str] | None, "a non-empty list of workload names or null",
                      lambda v: len(v) > 0) = None
-
-
-def _timeouts_ok(d: dict[str, float]) -> bool:
-    return all(k in STAGE_NAMES and t > 0 for k, t in d.items())
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -221,22 +143,22 @@ class EvaluationConfig:
 
     # default: the engine stages; add `sim` to select in simulation (scheduler and cache
     # policy searches) and confirm on the engine. A kernel's speed is invisible to `sim`.
-    stages: _drawn_from(STAGE_NAMES, "stage names") = \
+    stages: drawn_from(STAGE_NAMES, "stage names") = \
         field(default_factory=lambda: [s for s in STAGE_NAMES if s != "sim"])
-    workloads: _rule(list[Str], "a non-empty list of workload names", lambda v: len(v) > 0) = \
+    workloads: rule(list[Str], "a non-empty list of workload names", lambda v: len(v) > 0) = \
         field(default_factory=lambda: ["nanovllm-bench-cpu"])
     model: Str = "tiny"
-    device: _one_of("auto", "cpu", "cuda") = "auto"
+    device: one_of("auto", "cpu", "cuda") = "auto"
     # Stage options passed to the harness (fitness.Harness(options=...)): thresholds such as
     # quick_bench_min_ratio, and bench sizes (bench_requests, bench_repeats, bench_max_tokens).
     thresholds: dict[str, Annotated[float, Strict()]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
-    timeouts: _rule(dict[str, float], f"a mapping of stage name {list(STAGE_NAMES)} to "
-                    "seconds > 0", _timeouts_ok) = field(default_factory=dict)
+    timeouts: rule(dict[str, float], f"a mapping of stage name {list(STAGE_NAMES)} to "
+                    "seconds > 0", timeouts_ok) = field(default_factory=dict)
     confirm: Annotated[ConfirmConfig, Section] = field(default_factory=ConfirmConfig)
     # local: concurrency.max_evaluations at once on this machine; ray: one Ray task per
     # evaluation (one GPU each, or ray.num_cpus CPUs), as many at once as the cluster holds
-    executor: _one_of("local", "ray") = "local"
+    executor: one_of("local", "ray") = "local"
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -255,10 +177,10 @@ class BudgetConfig:
     """When the run stops; unset (null) means no limit, except evaluations."""
 
     max_evaluations: PosInt = 20
-    max_llm_usd: _rule(float | None, "a number >= 0 or null", lambda v: v >= 0) = None
-    max_gpu_seconds: _rule(float | None, "a positive number or null", lambda v: v > 0) = None
-    max_wall_seconds: _rule(float | None, "a positive number or null", lambda v: v > 0) = None
-    max_proposals: _rule(int | None, "a positive integer or null (default: 10 x "
+    max_llm_usd: rule(float | None, "a number >= 0 or null", lambda v: v >= 0) = None
+    max_gpu_seconds: rule(float | None, "a positive number or null", lambda v: v > 0) = None
+    max_wall_seconds: rule(float | None, "a positive number or null", lambda v: v > 0) = None
+    max_proposals: rule(int | None, "a positive integer or null (default: 10 x "
                          "max_evaluations)", lambda v: v > 0) = None
 
 
@@ -266,9 +188,9 @@ class BudgetConfig:
 class StagnationConfig:
     """No relative improvement above `min_improvement` within `window` evaluations."""
 
-    window: _rule(int | None, "a positive integer or null (off)", lambda v: v > 0) = None
-    min_improvement: _rule(float, "a number >= 0 (relative)", lambda v: v >= 0) = 0.01
-    action: _one_of("stop", "reseed") = "stop"
+    window: rule(int | None, "a positive integer or null (off)", lambda v: v > 0) = None
+    min_improvement: rule(float, "a number >= 0 (relative)", lambda v: v >= 0) = 0.01
+    action: one_of("stop", "reseed") = "stop"
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -285,7 +207,7 @@ class ConcurrencyConfig:
 class TuneConfig:
     """Optuna tuning of the top runtimes at the end (evolve.tune.tune_runtime)."""
 
-    top_k: _rule(int, "an integer >= 0 (0: off)", lambda v: v >= 0) = 0
+    top_k: rule(int, "an integer >= 0 (0: off)", lambda v: v >= 0) = 0
     trials: PosInt = 10
     workload: OptStr = None
 
@@ -296,7 +218,7 @@ class SearchConfig:
 
     # evolve: parents by selection; random: every child a mutation of the seed (the baseline a
     # search must beat at an equal evaluation budget; no selection, no bandit)
-    method: _one_of("evolve", "random") = "evolve"
+    method: one_of("evolve", "random") = "evolve"
     # choose each proposal's operator (and LLM model) by Thompson sampling over improvement
     # per unit cost (evolve/bandit.py), the operator weights as its prior; null: on for
     # evolve, off for random. False: operators drawn by their weights alone.
@@ -316,7 +238,7 @@ class SearchConfig:
 class TargetConfig:
     """What evolves: slots, and the seed runtime every island starts from."""
 
-    slots: _drawn_from(SLOTS, "slot names") = field(default_factory=lambda: ["scheduler"])
+    slots: drawn_from(SLOTS, "slot names") = field(default_factory=lambda: ["scheduler"])
     runtime: dict[str, Any] | None = None  # a RuntimeSpec dict; None: the device's defaults
 
 
@@ -328,7 +250,7 @@ class RunConfig:
     seed: NonNegInt = 0
     db: OptStr = None
     target: Annotated[TargetConfig, Section] = field(default_factory=TargetConfig)
-    operators: Annotated[dict[str, OperatorConfig], BeforeValidator(_operators)] = \
+    operators: Annotated[dict[str, OperatorConfig], BeforeValidator(operators_shorthand)] = \
         field(default_factory=dict)
     llm: Annotated[LLMConfig, Section] = field(default_factory=LLMConfig)
     islands: Annotated[IslandsConfig, Section] = field(default_factory=IslandsConfig)
@@ -383,11 +305,6 @@ def _check_whole(cfg: RunConfig, src: str) -> None:
     if llm_ops and not cfg.llm.models:
         raise ConfigError(f"{src}: operators {llm_ops} need llm.models (a mapping of model name "
                           "to weight), got none")
-    unpriced = [m for m in cfg.llm.models if m not in cfg.llm.prices]
-    if llm_ops and unpriced:
-        raise ConfigError(f"{src}: llm.prices has no entry for model(s) {unpriced}; expected "
-                          "[USD per 1M input tokens, USD per 1M output tokens] for each "
-                          "(0 for a free local server)")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -432,12 +349,11 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>",
     keys = {str(k) for k in raw}
     try:
         if keys & _NOT_KEYS:
-            raise ConfigError(f"{source}: unknown key {sorted(keys & _NOT_KEYS)[0]}")
+            raise ConfigError(f"{source}: unknown key {min(keys & _NOT_KEYS)}")
         try:
             cfg = _ADAPTER.validate_python({**raw, "source": source, "raw": raw})
         except ValidationError as e:
-            message, path = explain(e, RunConfig, raw, source, _NOT_KEYS)
-            raise ConfigError(message) from None
+            raise ConfigError(explain(e, RunConfig, raw, source, _NOT_KEYS)) from None
         _check_whole(cfg, source)
     except ConfigError as e:
         # Say where a bad value came from when an override set it.
@@ -468,44 +384,3 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{name}: not valid YAML: {problem}{where}") from None
     cfg = config_from_dict(raw or {}, name, overrides)
     return replace(cfg, source=str(path))
-
-
-def check_resources(cfg: RunConfig) -> None:
-    """What the schema cannot see, checked before a run is created: every workload
-    resolves, the seed runtime's programs exist, the model is a preset or a model folder."""
-    from fitness.workloads import get_workload
-
-    src = Path(cfg.source).name
-    named = [("evaluation.workloads", w) for w in cfg.evaluation.workloads]
-    named += [("evaluation.confirm.workloads", w) for w in cfg.evaluation.confirm.workloads or []]
-    if cfg.tune.workload:
-        named.append(("tune.workload", cfg.tune.workload))
-    for key, w in named:
-        try:
-            get_workload(w)
-        except (KeyError, ValueError, TypeError, OSError) as e:
-            msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-            raise ConfigError(f"{src}: {key}: {' '.join(msg.split())}") from None
-    from runtime_modules.slots import program_path
-
-    try:  # seed: and file: programs must exist; sha256: ones resolve through the database
-        spec = RuntimeSpec.from_dict(cfg.target.runtime or {}).resolved("cpu")
-        for slot, choice in spec.slots.items():
-            if not choice.program.startswith("sha256:"):
-                program_path(slot, choice.program)
-    except SlotError as e:
-        raise ConfigError(f"{src}: target.runtime: {e}") from None
-    _check_model(cfg.evaluation.model, src)
-
-
-def _check_model(name: str, src: str) -> None:
-    """A model preset, or a folder with config.json (read as the engine reads it)."""
-    from runtime_modules.config import ModelConfig
-
-    try:
-        if Path(name).is_dir():
-            ModelConfig.from_hf(name)
-        else:
-            ModelConfig.from_name(name)
-    except (ValueError, NotImplementedError, KeyError, OSError) as e:
-        raise ConfigError(f"{src}: evaluation.model: {e}") from None

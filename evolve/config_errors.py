@@ -9,31 +9,20 @@ message a user can act on, e.g.
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import types
 import typing
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from evolve.config_fields import Expect, did_you_mean
+
 # pydantic error type -> what was expected, when the field declares no wording of its own
 _TYPE_WORDS = {"int_type": "an integer", "int_from_float": "an integer",
                "float_type": "a number", "string_type": "a string", "bool_type": "true or false",
                "list_type": "a list", "dict_type": "a mapping", "dataclass_type": "a mapping",
                "dataclass_exact_type": "a mapping", "none_required": "null"}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Expect:
-    """Annotation marker: how a field's valid values are described in errors."""
-
-    text: str
-
-
-def did_you_mean(word: str, choices: Sequence[str]) -> str:
-    """'; did you mean X?' for the closest of `choices`, or ''."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _hints(cls: Any) -> dict[str, Any]:
@@ -65,7 +54,7 @@ def _walk(root: type, loc: Sequence[Any]) -> tuple[Any, list[Any], type | None]:
         else:
             args = [a for a in typing.get_args(tp) if a is not type(None)]
             origin = typing.get_origin(tp)
-            if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+            if origin in (typing.Union, types.UnionType) and args:
                 tp = args[0]
                 tp, _ = _unwrap(tp)
                 args = list(typing.get_args(tp))
@@ -84,9 +73,7 @@ def _raw_at(raw: Any, loc: Sequence[Any], default: Any) -> Any:
     """The value the user wrote at `loc` (before any conversion), else `default`."""
     node = raw
     for key in loc:
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        if isinstance(node, dict) and key in node or isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
             node = node[key]
         else:
             return default
@@ -101,8 +88,8 @@ def _path(loc: Sequence[Any]) -> str:
 
 
 def explain(e: ValidationError, root: type, raw: dict[str, Any], src: str,
-            not_keys: frozenset[str] = frozenset()) -> tuple[str, str]:
-    """(one-line message, key path) for the first error of `e` against dataclass `root`."""
+            not_keys: frozenset[str] = frozenset()) -> str:
+    """The one-line message for the first error of `e` against dataclass `root`."""
     err = e.errors()[0]
     loc = [k for k in err["loc"] if not (isinstance(k, str) and k.startswith("function-"))]
     path = _path(loc)
@@ -112,7 +99,7 @@ def explain(e: ValidationError, root: type, raw: dict[str, Any], src: str,
         fields = sorted(f.name for f in dataclasses.fields(owner) if f.name not in not_keys) \
             if owner is not None else []
         return (f"{src}: unknown key {path}{did_you_mean(loc[-1], fields)} "
-                f"(expected one of {fields})", path)
+                f"(expected one of {fields})")
     value = _raw_at(raw, loc, err.get("input"))
     if kind == "value_error":
         expect = str(err["ctx"]["error"])
@@ -121,4 +108,4 @@ def explain(e: ValidationError, root: type, raw: dict[str, Any], src: str,
         marks = [m.text for m in meta if isinstance(m, Expect)]
         expect = marks[0] if marks else _TYPE_WORDS.get(kind, err["msg"].lower())
     label = path or "the top level"
-    return f"{src}: {label} must be {expect}, got {value!r}", path
+    return f"{src}: {label} must be {expect}, got {value!r}"

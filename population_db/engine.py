@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from population_db.models import SCHEMA_VERSION, Base, SchemaVersion
+from population_db.models import SCHEMA_VERSION, Base, Event, SchemaVersion
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,17 +141,23 @@ def run_write(engine: Engine, fn: Callable[[Session], T], retries: int = WRITE_R
 
 
 def ensure_schema(engine: Engine, url: str, create: bool = True) -> None:
-    """Create the schema in an empty database, or check an existing one's version."""
+    """Create the schema in an empty database, or bring an existing one to the newest
+    revision (population_db/migrations); a database from a newer sds is refused."""
+    from population_db import migrations
+
     try:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
+            revision = migrations.current_revision(conn)
     except OperationalError as e:
         reason = " ".join(str(e.orig).split())  # libpq's messages span lines
         raise StoreError(f"cannot connect to {_safe(url)}: {reason}") from None
-    if "schema_version" in tables:
-        _check_version(engine, url)
+    if revision == migrations.HEAD:
+        return  # the common case, without importing Alembic
+    if revision is not None or "schema_version" in tables:
+        _upgrade(engine, url, revision)
         return
-    if tables - {"alembic_version"} and "runs" in tables:
+    if "runs" in tables:
         raise SchemaVersionError(
             f"{_safe(url)} holds sds tables but no schema_version table: it predates "
             "versioned schemas; export what you need and start a fresh database")
@@ -161,24 +167,53 @@ def ensure_schema(engine: Engine, url: str, create: bool = True) -> None:
 
     def _create(s: Session) -> None:
         conn = s.connection()
-        if engine.dialect.name == "postgresql":  # concurrent openers: one creates, others wait
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(731001)")
+        _lock(conn)
+        if migrations.current_revision(conn) is not None:
+            return  # another process created it while we waited for the lock
         Base.metadata.create_all(conn)
-        if s.scalar(select(SchemaVersion.version)) is None:
-            s.add(SchemaVersion(id=1, version=SCHEMA_VERSION))
+        s.add(SchemaVersion(id=1, version=SCHEMA_VERSION))
+        s.flush()
+        migrations.stamp(conn)
 
     run_write(engine, _create)
-    log.info("created sds schema v%d at %s", SCHEMA_VERSION, _safe(url))
+    log.info("created sds schema (revision %s) at %s", migrations.HEAD, _safe(url))
 
 
-def _check_version(engine: Engine, url: str) -> None:
-    with Session(engine) as s:
-        found = s.scalar(select(SchemaVersion.version))
-    if found != SCHEMA_VERSION:
+def _lock(conn: Any) -> None:
+    """On PostgreSQL, one opener at a time creates or upgrades the schema (others wait)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(731001)")
+
+
+def _upgrade(engine: Engine, url: str, revision: str | None) -> None:
+    """Apply the missing revisions (stamping a pre-Alembic version-1 database as 0001)."""
+    from population_db import migrations
+
+    known = migrations.known_revisions()
+    if revision is not None and revision not in known:
         raise SchemaVersionError(
-            f"{_safe(url)} has schema version {found}, this sds needs {SCHEMA_VERSION}: "
-            f"run `python -m population_db.migrate {_safe(url)}` to upgrade it "
-            "(see docs/DATABASE.md), or use a fresh database")
+            f"{_safe(url)} is at schema revision {revision}, which this sds does not know "
+            f"(newest here: {migrations.HEAD}): it was made by a newer sds; upgrade sds")
+
+    def _go(s: Session) -> None:
+        conn = s.connection()
+        _lock(conn)
+        rev = migrations.current_revision(conn)
+        if rev is None:  # made before Alembic: schema_version 1 is revision 0001
+            found = s.scalar(select(SchemaVersion.version))
+            if found != 1:
+                raise SchemaVersionError(f"{_safe(url)} has schema version {found}, which no "
+                                         "migration starts from; use a fresh database")
+            migrations.stamp(conn, "0001")
+            rev = "0001"
+        if rev != migrations.HEAD:
+            migrations.upgrade_connection(conn)
+            s.add(Event(run_id=None, kind="migration", data={"from": rev,
+                                                              "to": migrations.HEAD}))
+
+    run_write(engine, _go)
+    log.info("upgraded %s from revision %s to %s", _safe(url), revision or "0001 (stamped)",
+             migrations.HEAD)
 
 
 def _safe(url: str) -> str:

@@ -1,20 +1,20 @@
 """Opening databases: default URL, SQLite settings, schema versions, migrations, bad URLs."""
 
-# ruff: noqa: F811  (pytest fixtures imported from test_db_fixtures are parameters here)
+
 
 from __future__ import annotations
 
 import sqlite3
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from test_db_fixtures import db_url  # noqa: F401  (fixture)
 
 from population_db import SCHEMA_VERSION, SchemaVersionError, Store, StoreError
 from population_db.engine import run_write
 from population_db.migrate import migrate
-from population_db.models import SchemaVersion
+from population_db.migrations import HEAD
 
 
 def test_default_url_creates_results_folder(tmp_path, monkeypatch) -> None:
@@ -64,24 +64,26 @@ def test_write_retries_when_locked(tmp_path) -> None:
     st.close()
 
 
-def test_other_schema_version_is_refused(db_url: str) -> None:
-    st = Store.open(db_url)
-    run_write(st.engine, lambda s: s.execute(update(SchemaVersion).values(version=0)))
-    st.close()
-    with pytest.raises(SchemaVersionError, match=f"schema version 0, this sds needs "
-                       f"{SCHEMA_VERSION}.*population_db.migrate"):
-        Store.open(db_url)
-    applied = []
+def test_pre_alembic_databases_are_upgraded_or_refused(tmp_path) -> None:
+    from pathlib import Path
 
-    def step(conn) -> None:
-        applied.append(conn.exec_driver_sql("SELECT count(*) FROM runs").scalar())
-
-    with pytest.raises(SchemaVersionError, match="no migration step from schema version 0"):
-        migrate(db_url)
-    assert migrate(db_url, steps={0: step}) == 1 and applied == [0]
-    st = Store.open(db_url)  # now current
-    assert [e.data for e in st.events(None, kind="migration")] == [{"from": 0, "to": 1}]
+    dump = (Path(__file__).parent / "data" / "sds_db_v1.sql").read_text()
+    for name, version in (("v1.db", 1), ("v0.db", 0)):
+        con = sqlite3.connect(tmp_path / name)
+        con.executescript(dump)
+        con.execute("UPDATE schema_version SET version = ?", (version,))
+        con.commit()
+        con.close()
+    v1, v0 = f"sqlite:///{tmp_path / 'v1.db'}", f"sqlite:///{tmp_path / 'v0.db'}"
+    assert migrate(v1) == ""  # made before Alembic (version 1): stamped 0001, upgraded
+    assert migrate(v1) is None  # now current
+    st = Store.open(v1)
+    assert [e.data["to"] for e in st.events(None, kind="migration")] == [HEAD]
     st.close()
+    with pytest.raises(SchemaVersionError, match="schema version 0, which no migration "
+                                                 "starts from"):
+        Store.open(v0)
+    assert SCHEMA_VERSION == 1  # the pre-Alembic marker stays 1 for older sds versions
 
 
 def test_bad_urls_give_clear_errors(tmp_path) -> None:

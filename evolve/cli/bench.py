@@ -98,10 +98,10 @@ def run_bench(workload: str | None = None, model: str | None = None, runtime: An
               device: str | None = None, peer: bool = True, csv_path: Path | None = DEFAULT_CSV,
               peer_max_requests: int | None = None, **engine_params: Any) -> dict[str, Any]:
     """Benchmark a runtime on a workload; returns (and optionally appends to CSV) one row."""
-    from fitness.bench import build_llm, run_peer, run_workload
-    from fitness.floor import measure_bandwidth, physical_floor
     import torch
 
+    from fitness.bench import build_llm, run_peer, run_workload
+    from fitness.floor import measure_bandwidth, physical_floor
     from runtime_modules.models import model_config
     from runtime_modules.slots import RuntimeSpec
 

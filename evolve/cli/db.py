@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from evolve.cli.common import (  # noqa: F401  (parse_id, ID_HELP: re-exported for callers)
+from evolve.cli.common import (
     ID_HELP,
     UsageError,
     add_db,

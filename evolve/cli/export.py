@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-
 import re
 
 from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, open_db
