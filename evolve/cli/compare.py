@@ -6,14 +6,10 @@ import argparse
 
 from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, open_db, table
 
-SHOWN = ("metrics.evaluations", "metrics.evals_passed", "metrics.evals_failed",
-         "metrics.evals_timeout", "metrics.evals_crashed", "metrics.evals_rejected",
-         "metrics.best_tok_s", "metrics.seed_tok_s", "metrics.speedup", "metrics.llm_usd",
-         "metrics.gpu_s", "metrics.wall_s")
-
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from evolve.compare import (
+        SHOWN,
         CompareError,
         check_new_path,
         compare_runs,

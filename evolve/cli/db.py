@@ -48,10 +48,20 @@ def _metrics(m: dict[str, Any], n: int = 4) -> str:
 # --------------------------------------------------------------------------- runs, board
 
 def runs_rows(store: Store) -> list[dict[str, Any]]:
-    """One summary row per run."""
-    rows = [store.run_summary(r.id) for r in store.list_runs()]
-    for r in rows:
-        r["best_runtime"] = f"r{r['best_runtime']}" if r["best_runtime"] else None
+    """One row per run, from the summary `sds status` prints: best and seed by the run's
+    objective (with the fidelity of the best's score), evaluations counted alike."""
+    from evolve.runs_csv import run_summary
+
+    rows = []
+    for rec in store.list_runs():
+        s = run_summary(store, rec.id)
+        rows.append({"id": rec.id, "run": s["run"], "status": s["status"],
+                     "runtimes": s["runtimes"], "evaluations": s["evaluations"],
+                     "objective": s["objective"], "best": s["best"], "seed": s["seed"],
+                     "gain": s["gain"], "fidelity": s["fidelity"],
+                     "best_runtime": f"r{s['best_runtime']}" if s["best_runtime"] else None,
+                     "best_tok_s": s["best_tok_s"], "llm_calls": s["llm_calls"],
+                     "cost_usd": s["llm_usd"], "created_at": s["created_at"]})
     return rows
 
 
@@ -113,7 +123,7 @@ def lineage_nodes(store: Store, ident: str, metric: str | None = None) -> list[d
                                    else store.program_ancestors(node.id))
     ids = sorted({e.node.id for e in entries})
     latest = store.latest_evaluations(**({"runtime_ids": ids} if kind == "r"
-                                         else {"program_ids": ids}))
+                                         else {"program_ids": ids}), skip_stages=("propose",))
     scores: dict[int, float] = {}
     tok: dict[int, float] = {}
     if kind == "r":
@@ -287,7 +297,8 @@ def _slot_code(slot: str, p: ProgramRecord | str | None) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     rows = runs_rows(open_store(args))
     emit_json(rows) if args.json else print(table(rows, ["id", "run", "status", "runtimes",
-                                                         "evaluations", "best_tok_s",
+                                                         "evaluations", "objective",
+                                                         "best", "gain", "fidelity",
                                                          "best_runtime", "llm_calls",
                                                          "cost_usd", "created_at"]))
     return 0

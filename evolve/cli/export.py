@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 from evolve.cli.common import UsageError, add_db, add_json, db_url, emit_json, open_db
 
@@ -12,6 +13,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from evolve.export import ExportError, export_runtime
     from runtime_modules.slots import SlotError
 
+    parent = Path(args.out).expanduser().resolve().parent
+    if not parent.is_dir() and parent.exists():
+        raise UsageError(f"--out {args.out}: {parent} is not a folder")
     store = open_db(db_url(args), create=False)
     # r12 is runtime 12, as in every verb; anything else is a runtime id or a run name
     target = args.target[1:] if re.fullmatch(r"r\d+", args.target) else args.target
