@@ -13,14 +13,14 @@ import pytest
 pytest.importorskip("flask", reason="the ui extra is not installed (pip install -e '.[ui]')")
 pytest.importorskip("waitress", reason="the ui extra is not installed (pip install -e '.[ui]')")
 
-from flask.testing import FlaskClient  # noqa: E402
-from test_ui_fixtures import HOSTILE, UIData, ui_data  # noqa: E402,F401
+from flask.testing import FlaskClient
+from test_ui_fixtures import HOSTILE, UIData, ui_data  # noqa: F401
 
-from evolve.cli import main  # noqa: E402
-from evolve.ui.app import create_app  # noqa: E402
-from evolve.ui.db import open_readonly  # noqa: E402
-from evolve.ui.lineage import runtime_lineage  # noqa: E402
-from population_db import Store  # noqa: E402
+from evolve.cli import main
+from evolve.ui.app import create_app
+from evolve.ui.db import open_readonly
+from evolve.ui.lineage import runtime_lineage
+from population_db import Store
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_lineage_json_has_every_runtime_and_edge(client: FlaskClient, ui_data: U
     rts = {r.id: r for r in store.list_runtimes(ui_data.run)}
     assert sorted(n["id"]) == sorted(rts) and len(n["id"]) == 200
     for i, rid in enumerate(n["id"]):
-        parents = dict((role, p) for p, role in rts[rid].parents)
+        parents = {role: p for p, role in rts[rid].parents}
         assert n["parent"][i] == parents.get("parent")
         assert n["second"][i] == parents.get("second_parent")
         assert n["group"][i] == rts[rid].island and n["op"][i] == rts[rid].operator
@@ -127,7 +127,7 @@ def test_runtime_lineage_is_one_statement(ui_data: UIData) -> None:
     store = open_readonly(ui_data.url)
     seen: list[str] = []
 
-    def before(conn, cursor, statement, *a) -> None:  # noqa: ANN001
+    def before(conn, cursor, statement, *a) -> None:
         if statement.lstrip().upper().startswith("SELECT") and "runtime_parents" in statement:
             seen.append(statement)
 

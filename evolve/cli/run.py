@@ -82,7 +82,9 @@ def summary_table(s: dict[str, Any]) -> str:
             ("failed at stage", ", ".join(f"{k} {v}" for k, v in
                                           sorted(s["failed_by_stage"].items())) or "-"),
             ("proposals rejected / duplicate", f"{s['proposals_rejected']} / {s['duplicates']}"),
+            ("objective (fidelity of the best)", f"{s['objective']} ({s['fidelity'] or '-'})"),
             (f"seed {metric}", s[f"seed_{metric}"]), (f"best {metric}", s[f"best_{metric}"]),
+            ("gain by the objective", f"{s['gain']:.4f}x" if s.get("gain") else None),
             ("seed / best tok/s", f"{_f(s['seed_tok_s'])} / {_f(s['best_tok_s'])}"),
             ("best's interleaved ratio to seed", _f(s["best_ratio"])),
             ("best runtime", f"r{s['best_runtime']} ({s['best_operator']})"

@@ -137,7 +137,7 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
         cols = ["tags.run", "tags.status", "metrics.evaluations", "metrics.evals_passed",
                 "metrics.best_runtime", "metrics.llm_usd", "metrics.wall_s"]
         cols += [k for k in data["rows"][0] if k.startswith(("metrics.best_", "metrics.seed_"))
-                 and k not in cols]
+                 and k not in cols and k.count(".") == 1]
         return render_template("compare.html", data=data, cols=cols,
                                ids=[c["run_id"] for c in data["curves"]])
 

@@ -89,26 +89,34 @@ def _children(store: Store, runtime_id: int) -> list[tuple[int, str]]:
     return sorted({(e.node.id, e.role) for e in below if e.depth == 1})[:MAX_LIST]
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _workload_table(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """Per-workload metrics as rows (metric) x columns (workload), grouped: modeled,
-    measured, counters."""
+    """Metrics as rows x columns (each workload, then the aggregate the run selects on),
+    grouped: modeled (cost model), measured (real engine, `confirm_*` in a sim run),
+    counters (the engine's work)."""
     per = metrics.get("workloads")
-    if not isinstance(per, dict) or not per:
-        return None
+    per = per if isinstance(per, dict) else {}
     wls = sorted(per)
-    keys = sorted({k for m in per.values() if isinstance(m, dict) for k in m})
+    flat = {k: v for k, v in metrics.items() if _number(v) and k != "confirmed"}
+    keys = sorted({k for m in per.values() if isinstance(m, dict) for k in m} | set(flat))
+    if not keys:
+        return None
     groups: dict[str, list[tuple[str, list[Any]]]] = {"modeled": [], "measured": [],
                                                       "counters": []}
     for k in keys:
         g = "counters" if k.startswith("work_") else "modeled" if "modeled" in k else "measured"
-        groups[g].append((k, [(per[w] or {}).get(k) for w in wls]))
-    return {"workloads": wls, "groups": {g: v for g, v in groups.items() if v}}
+        groups[g].append((k, [(per[w] or {}).get(k) for w in wls] + [flat.get(k)]))
+    return {"workloads": [*wls, "aggregate"], "groups": {g: v for g, v in groups.items() if v}}
 
 
 def evaluation_view(e: EvaluationRecord) -> dict[str, Any]:
     """An evaluation with its flat metrics and per-workload table split out."""
     flat = {k: v for k, v in (e.metrics or {}).items() if k != "workloads"}
-    return {"e": e, "flat": flat, "table": _workload_table(e.metrics or {})}
+    table = _workload_table(e.metrics or {}) if "workloads" in (e.metrics or {}) else None
+    return {"e": e, "flat": flat, "table": table}
 
 
 def runtime_page(store: Store, runtime_id: int) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def make_run(store: Store, name: str, runtimes: int = 200, seed: int = 0, island
     t0 = start or dt.datetime(2026, 11, 30, 9, 0, 0)
     config = {"selection": {"objectives": ["modeled_ratio:max"]},
               "budget": {"max_evaluations": runtimes, "max_llm_usd": 2.0,
-                         "max_wall_seconds": 4 * runtimes},
+                         "max_wall_seconds": 12 * runtimes},
               "operators": {"gp": {"weight": 1.0}, "literal": {"weight": 1.0},
                             "llm-diff": {"weight": 1.0}, "crossover": {"weight": 0.5}},
               "llm": {"models": {"model-a": 1.0, "model-b": 1.0}},

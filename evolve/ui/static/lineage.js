@@ -106,6 +106,7 @@
     }
   }
 
+  const radius = () => Math.max(2.2, Math.min(7, Math.min(view.kx, view.ky) * 0.45));
   const SX = i => view.ox + px[i] * view.kx, SY = i => view.oy + py[i] * view.ky;
 
   function fit() {
@@ -119,7 +120,7 @@
     const t = performance.now();
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, W, H);
-    const r = Math.max(1.5, Math.min(6, Math.min(view.kx, view.ky) * 0.35));
+    const r = radius();
     const vis = i => { const x = SX(i), y = SY(i); return x > -20 && x < W + 20 && y > -20 && y < H + 20; };
     for (const on of [0, 1]) {  // dimmed first, matching on top
       ctx.globalAlpha = on ? 0.55 : 0.08;
@@ -179,7 +180,7 @@
   }
 
   function nearest(mx, my) {
-    const r = Math.max(1.5, Math.min(6, Math.min(view.kx, view.ky) * 0.35)) + 4;
+    const r = radius() + 4;
     let bi = -1, bd = r * r;
     for (let i = 0; i < N; i++) {
       const dx = SX(i) - mx, dy = SY(i) - my, d = dx * dx + dy * dy;
@@ -227,7 +228,9 @@
       view.oy = my - (my - view.oy) * f; view.ky *= f;
       draw();
     }, {passive: false});
-    for (const id of ["f-status", "f-op", "f-group", "f-min", "f-max"]) $(id).addEventListener("input", applyFilters);
+    for (const id of ["f-status", "f-op", "f-group", "f-min", "f-max"]) {
+      for (const ev of ["input", "change"]) $(id).addEventListener(ev, applyFilters);
+    }
     for (const id of ["f-colour", "f-second"]) $(id).addEventListener("change", () => { legend(); draw(); });
     $("f-fit").addEventListener("click", () => { fit(); draw(); });
     window.addEventListener("resize", () => { resize(); draw(); });
