@@ -23,6 +23,6 @@ fi
 # Skip the editable install when nothing changed since the last one.
 stamp=.venv/.sds-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VPY" -m pip install -q -e ".[dev,postgres]"
+  "$VPY" -m pip install -q -e ".[dev,postgres,ui]"
   touch "$stamp"
 fi
