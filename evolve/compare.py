@@ -1,14 +1,22 @@
 """Compare runs side by side: config differences, results, cost, and best-so-far curves.
 
-Everything comes from the database. One row per run, with columns grouped like
-`results/runs.csv`: `params.*` (the run config, flattened), `metrics.*` (evaluations by
-status, best and seed tok/s, speedup, LLM dollars, GPU and wall seconds) and `tags.*`
-(name, status, workload, device). The plot shows best-so-far tok/s against candidates
-evaluated and against wall time, one line per run.
+Everything comes from the database, through the same run summary `sds status`, `sds runs`
+and `results/runs.csv` use (evolve/runs_csv.py), so every view gives the same evaluation
+count and the same best. One row per run, columns grouped like `results/runs.csv`:
+`params.*` (the run config, flattened), `metrics.*` (evaluations by status, best and seed
+by the run's objective and their gain, the best's objective per workload side by side,
+wall-clock tok/s from the real engine, LLM dollars, GPU and wall seconds) and `tags.*`
+(name, status, objective, the fidelity of its best score, workload, device).
+
+The plot shows, per run, the best-so-far value of the run's own objective against the
+evaluations counted so far and against wall time: a point rises only when a runtime that
+could be called best (passed; confirmed on the real engine in a sim-fidelity run) beats
+the earlier ones. Figures of different workloads are never maxed together, and runs with
+different objectives get separate panels.
 
 Example:
-    >>> rows = compare_runs(Store.open(), ["quick-a", "quick-b"])
-    >>> write_csv(rows, "results/compare.csv"); plot_runs(curves(...), "results/compare.png")
+    >>> rows, curves = compare_runs(Store.open(), ["quick-a", "quick-b"])
+    >>> write_csv(rows, "results/compare.csv"); plot_runs(curves, "results/compare.png")
 """
 
 from __future__ import annotations
@@ -20,11 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evolve.runs_csv import _objective, csv_row, run_summary, scored_rows
+
 log = logging.getLogger(__name__)
 
-METRIC = "tok_s"
 STATUS_ORDER = ("passed", "failed", "timeout", "crashed", "rejected", "duplicate", "pending",
                 "running")
+SHOWN = ("tags.objective", "tags.fidelity", "metrics.evaluations", "metrics.evals_passed",
+         "metrics.evals_failed", "metrics.evals_timeout", "metrics.evals_crashed",
+         "metrics.best", "metrics.seed", "metrics.gain", "metrics.best_runtime",
+         "metrics.best_tok_s", "metrics.seed_tok_s", "metrics.llm_usd", "metrics.gpu_s",
+         "metrics.wall_s")  # the columns `sds compare` prints
 
 
 class CompareError(ValueError):
@@ -33,12 +47,14 @@ class CompareError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Curve:
-    """Best-so-far score of one run: after n candidates evaluated, at t seconds of wall time."""
+    """Best-so-far value of a run's objective: after n evaluations, at t seconds."""
 
     run: str
     n: list[int] = field(default_factory=list)
     t: list[float] = field(default_factory=list)
     best: list[float] = field(default_factory=list)
+    objective: str = "tok_s:max"
+    fidelity: str = "engine"
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -52,60 +68,43 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _seed_score(store: Any, run_id: int) -> float | None:
-    """The best score among the run's seed runtimes (operator `seed`)."""
-    seeds = [rt.id for rt in store.list_runtimes(run_id) if rt.operator == "seed"]
-    scores = store.scores(run_id, seeds, METRIC) if seeds else {}
-    return max(scores.values()) if scores else None
+def _eligible(row: Any, metric: str) -> float | None:
+    """The objective value of a scored row that may be called best, else None."""
+    m = row.metrics or {}
+    v = m.get(metric)
+    ok = (row.status == "passed" and isinstance(v, int | float) and not isinstance(v, bool)
+          and m.get("confirmed", 1) not in (0, 0.0))
+    return float(v) if ok else None
+
+
+def _curve(store: Any, run: Any, summary: dict[str, Any]) -> Curve:
+    """Best-so-far of the objective over the evaluations `run_summary` counts."""
+    metric, sign = _objective(run.config or {})
+    rows = [r for r in scored_rows(store, run.id) if r.status not in ("pending", "running")]
+    rows.sort(key=lambda r: (r.finished_at or r.created_at, r.id))  # the order they landed
+    curve = Curve(run.name, objective=summary["objective"],
+                  fidelity=summary["fidelity"] or "engine")
+    top: float | None = None
+    for i, r in enumerate(rows, 1):
+        v = _eligible(r, metric)
+        if v is not None and (top is None or sign * v > sign * top):
+            top = v
+        if top is not None:
+            curve.n.append(i)
+            curve.t.append(((r.finished_at or r.created_at) - run.created_at).total_seconds())
+            curve.best.append(top)
+    return curve
 
 
 def _run_row(store: Any, run: Any) -> tuple[dict[str, Any], Curve]:
     """One run's table row (grouped columns) and its best-so-far curve."""
-    evals = store.evaluations(run=run.id)
-    by_status: dict[str, int] = {}
-    for e in evals:
-        by_status[e.status] = by_status.get(e.status, 0) + 1
-    summary = store.run_summary(run.id, METRIC)
-    best = summary.get(f"best_{METRIC}")
-    seed = _seed_score(store, run.id)
-    devices = sorted({e.device for e in evals if e.device})
-    workloads = sorted({e.workload for e in evals if e.workload and e.stage == "bench"})
-    gpu_s = sum(e.duration_s or 0.0 for e in evals if (e.device or "").startswith("cuda"))
-    t0 = run.created_at
-    last = max((e.finished_at or e.created_at for e in evals), default=t0)
-    curve = Curve(run.name)
-    seen: set[int] = set()
-    top: float | None = None
-    for e in evals:  # id order is the order results landed in
-        key = e.runtime_id if e.runtime_id is not None else -(e.program_id or 0)
-        seen.add(key)
-        score = (e.metrics or {}).get(METRIC)
-        if e.stage == "bench" and e.status == "passed" and isinstance(score, int | float):
-            if top is None or score > top:
-                top = float(score)
-            curve.n.append(len(seen))
-            curve.t.append(((e.finished_at or e.created_at) - t0).total_seconds())
-            curve.best.append(top)
-    if top is not None and curve.n[-1] < len(seen):  # carry the best to the last candidate
-        curve.n.append(len(seen))
-        curve.t.append((last - t0).total_seconds())
-        curve.best.append(top)
-    row: dict[str, Any] = {"tags.run": run.name, "tags.status": run.status,
-                           "tags.workload": ",".join(workloads), "tags.device": ",".join(devices)}
-    row["metrics.evaluations"] = len(evals)
-    row["metrics.candidates"] = len(seen)
+    summary = run_summary(store, run.id)
+    row = csv_row(summary)
     for status in STATUS_ORDER:
-        row[f"metrics.evals_{status}"] = by_status.get(status, 0)
-    row[f"metrics.best_{METRIC}"] = best
-    row[f"metrics.seed_{METRIC}"] = seed
-    row["metrics.speedup"] = (best / seed) if best and seed else None
-    row["metrics.best_runtime"] = summary.get("best_runtime")
-    row["metrics.llm_calls"] = summary.get("llm_calls")
-    row["metrics.llm_usd"] = summary.get("cost_usd")
-    row["metrics.gpu_s"] = gpu_s
-    row["metrics.wall_s"] = (last - t0).total_seconds()
+        row.setdefault(f"metrics.evals_{status}", summary["by_status"].get(status, 0))
+    row["metrics.llm_calls"] = summary["llm_calls"]
     row.update({f"params.{k}": v for k, v in flatten(run.config or {}).items()})
-    return row, curve
+    return row, _curve(store, run, summary)
 
 
 def compare_runs(store: Any, runs: list[str]) -> tuple[list[dict[str, Any]], list[Curve]]:
@@ -163,29 +162,36 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
 
 
 def plot_runs(curves: list[Curve], path: str | Path, title: str = "") -> Path:
-    """PNG of best-so-far tok/s against candidates evaluated and against wall time."""
+    """PNG of each run's best-so-far objective against evaluations and wall time; one row
+    of panels per objective (runs optimizing different things are not drawn on one axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_n, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for c in curves:
-        if not c.best:
-            log.warning("run %s has no passed bench evaluation: no curve", c.run)
-            continue
-        line = ax_n.step(c.n, c.best, where="post", marker="o", ms=3, label=c.run)[0]
-        ax_t.step(c.t, c.best, where="post", marker="o", ms=3, color=line.get_color(),
-                  label=c.run)
-    ax_n.set_xlabel("candidates evaluated")
-    ax_n.xaxis.get_major_locator().set_params(integer=True)
-    ax_t.set_xlabel("wall time since run start (s)")
-    for ax in (ax_n, ax_t):
-        ax.set_ylabel(f"best-so-far {METRIC.replace('_', '/')}")
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(title or "best-so-far throughput by run")
+    objectives = list(dict.fromkeys(c.objective for c in curves)) or ["tok_s:max"]
+    fig, axes = plt.subplots(len(objectives), 2, figsize=(11, 4.2 * len(objectives)),
+                             constrained_layout=True, squeeze=False)
+    for (ax_n, ax_t), obj in zip(axes, objectives):
+        for c in (c for c in curves if c.objective == obj):
+            if not c.best:
+                log.warning("run %s has no evaluation that may be called best: no curve", c.run)
+                continue
+            label = f"{c.run} ({c.fidelity})"
+            line = ax_n.step(c.n, c.best, where="post", marker="o", ms=3, label=label)[0]
+            ax_t.step(c.t, c.best, where="post", marker="o", ms=3, color=line.get_color(),
+                      label=label)
+        ax_n.set_xlabel("evaluations (as sds status counts them)")
+        ax_n.xaxis.get_major_locator().set_params(integer=True)
+        ax_t.set_xlabel("wall time since run start (s)")
+        metric, _, way = obj.partition(":")
+        for ax in (ax_n, ax_t):
+            ax.set_ylabel(f"best-so-far {metric} ({'higher' if way != 'min' else 'lower'} "
+                          "is better)")
+            ax.grid(True, alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+    fig.suptitle(title or "best-so-far of each run's objective")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

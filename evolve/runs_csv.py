@@ -1,10 +1,13 @@
 """One row per run in `results/runs.csv`, and the run summary `sds status` prints.
 
 Columns are grouped MLflow-style: `tags.*` (run, config file, status, workload, device,
-stop reason), `params.*` (target slots, operators, LLM models, budget, islands, selection)
-and `metrics.*` (evaluations by status, best runtime, seed and best tok/s, speedup, LLM
-tokens and dollars, GPU, evaluation and wall seconds). Everything is read from the
-database, so a row can be rebuilt for any run at any time.
+stop reason, objective and the fidelity of its best score), `params.*` (target slots,
+operators, LLM models, budget) and `metrics.*` (evaluations by status, best runtime, best
+and seed by the objective and their gain, the best's objective per workload side by side,
+wall-clock tok/s of best and seed from the real engine, LLM tokens and dollars, GPU,
+evaluation and wall seconds). Everything is read from the database, so a row can be rebuilt
+for any run at any time; `sds status`, `sds runs`, `sds compare` and the UI read the same
+summary, so they agree.
 
 Example:
     append_row("results/runs.csv", csv_row(run_summary(store, "quickstart")))
@@ -28,13 +31,51 @@ def _objective(config: dict[str, Any]) -> tuple[str, float]:
     return name, (-1.0 if way == "min" else 1.0)
 
 
+FINAL = ("passed", "failed", "timeout", "crashed", "rejected")
+
+
+def scored_rows(store: Any, run_id: int) -> list[Any]:
+    """The rows that count as a run's evaluations, in the order they were written: its
+    `full` rows (one per runtime the controller evaluated), else, for runs the controller
+    did not make, each runtime's latest final row of any stage. Every view counts these."""
+    full = run_evaluations(store, run_id, FULL)
+    if full:
+        return full
+    latest: dict[int, Any] = {}
+    for r in run_evaluations(store, run_id):
+        if r.runtime_id is not None and r.stage != PROPOSE and r.status in FINAL:
+            latest[r.runtime_id] = r
+    return sorted(latest.values(), key=lambda r: r.id)
+
+
+def fidelity_of(metrics: dict[str, Any] | None) -> str:
+    """Which fidelity made a score: `sim` (confirmed on the real engine, or it would not
+    rank) or `engine`."""
+    fid = (metrics or {}).get("fidelity", "engine")
+    return "sim, confirmed on the engine" if fid == "sim" else str(fid)
+
+
+def per_workload(metrics: dict[str, Any] | None, metric: str) -> dict[str, Any]:
+    """`metric` on each workload, side by side (never a max across workloads)."""
+    per = (metrics or {}).get("workloads")
+    if not isinstance(per, dict):
+        return {}
+    return {str(w): m.get(metric) for w, m in sorted(per.items())
+            if isinstance(m, dict) and isinstance(m.get(metric), (int, float))}
+
+
 def run_summary(store: Any, run: int | str) -> dict[str, Any]:
-    """Progress, best, budgets used and events of a run, as plain data."""
+    """Progress, best, budgets used and events of a run, as plain data.
+
+    Best and seed are ranked by the run's objective exactly as `sds leaderboard` ranks
+    (population_db's leaderboard: never a `sim` score that skipped `correctness`), and
+    `evaluations` counts `scored_rows`: the same figures in every view.
+    """
     rec = store.get_run(run)
     cfg = rec.config or {}
     metric, sign = _objective(cfg)
     runtimes = {r.id: r for r in run_runtimes(store, rec.id)}
-    full = run_evaluations(store, rec.id, FULL)
+    full = scored_rows(store, rec.id)
     proposals = run_evaluations(store, rec.id, PROPOSE)
     by_status: dict[str, int] = {}
     for r in full:
@@ -42,18 +83,20 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
     failed_stage: dict[str, int] = {}
     for r in full:
         if r.status not in ("passed", "pending", "running"):
-            st = (r.artifacts or {}).get("failed_stage") or "unknown"
+            st = (r.artifacts or {}).get("failed_stage") or (
+                r.stage if r.stage != FULL else "unknown")
             failed_stage[st] = failed_stage.get(st, 0) + 1
-    # best: only runtimes that passed `correctness` (a sim-only score is never best)
-    passed = [r for r in full if r.status == "passed" and isinstance(
-        (r.metrics or {}).get(metric), (int, float)) and (r.metrics or {}).get("confirmed", 1)]
-    seed_ids = [i for i, r in runtimes.items() if r.operator == "seed"]
-    seed_row = next((r for r in passed if r.runtime_id in seed_ids), None)
-    best = max(passed, key=lambda r: sign * r.metrics[metric], default=None)
-    seed_v = seed_row.metrics[metric] if seed_row else None
-    best_v = best.metrics[metric] if best else None
-    seed_tok = _engine(seed_row, "tok_s")
+    board = store.leaderboard(rec.id, metric, limit=None, higher_is_better=sign > 0)
+    best = board[0] if board else None
+    seed_ids = {i for i, r in runtimes.items() if r.operator == "seed"}
+    seed = next((b for b in board if b.runtime.id in seed_ids), None)
+    best_v = best.score if best else None
+    seed_v = seed.score if seed else None
+    seed_tok = _engine(seed, "tok_s")
     best_tok = _engine(best, "tok_s")
+    gain = None
+    if best_v is not None and seed_v:
+        gain = best_v / seed_v if sign > 0 else (seed_v / best_v if best_v else None)
     events = store.events(rec.id)
     start = next((e.data or {} for e in events if e.kind == "start"), {})
     ends = [e.data or {} for e in events if e.kind in ("session_end", "session_lost")]
@@ -61,7 +104,8 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
     # and only a stop after it is this session's (a run in progress has none yet).
     last = max((i for i, e in enumerate(events) if e.kind in ("start", "resume")), default=-1)
     session = events[last].data or {} if last >= 0 else {}
-    stops = [e for e in events[last + 1:] if e.kind in ("budget_stop", "stop", "seed_failed")]
+    stops = [e for e in events[last + 1:]
+             if e.kind in ("budget_stop", "stop", "seed_failed", "llm_stop")]
     usage = llm_usage(store, rec.id)
     ev = cfg.get("evaluation") or {}
     return {
@@ -72,7 +116,7 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         "llm_models": sorted(((cfg.get("llm") or {}).get("models") or {}).keys()),
         "workload": ",".join(ev.get("workloads") or []),
         "device": ",".join(sorted({r.device for r in full if r.device})) or None,
-        "metric": metric,
+        "metric": metric, "objective": f"{metric}:{'max' if sign > 0 else 'min'}",
         "evaluations": sum(v for k, v in by_status.items() if k not in ("pending", "running")),
         "in_flight_or_queued": by_status.get("pending", 0) + by_status.get("running", 0),
         "budget": session.get("max_evaluations",
@@ -82,9 +126,13 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         "duplicates": sum(1 for r in proposals if r.status == "duplicate"),
         "failed_by_stage": failed_stage,
         "runtimes": len(runtimes),
-        "best_runtime": best.runtime_id if best else None,
-        "best_operator": runtimes[best.runtime_id].operator if best else None,
+        "best_runtime": best.runtime.id if best else None,
+        "best_operator": best.runtime.operator if best else None,
         f"seed_{metric}": seed_v, f"best_{metric}": best_v,
+        "best": best_v, "seed": seed_v, "gain": gain,  # by the objective, its direction
+        "fidelity": fidelity_of(best.metrics) if best else None,
+        "best_by_workload": per_workload(best.metrics if best else None, metric),
+        "seed_by_workload": per_workload(seed.metrics if seed else None, metric),
         "seed_tok_s": seed_tok, "best_tok_s": best_tok,
         # tok/s of best and seed come from separate evaluations (separate processes);
         # `best_ratio` is the best's ratio to the seed measured interleaved in one process.
@@ -99,6 +147,7 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         "stop_reason": (stops[-1].data or {}).get("reason") if stops else None,
         "events": {k: sum(1 for e in events if e.kind == k)
                    for k in sorted({e.kind for e in events})},
+        "created_at": rec.created_at,
     }
 
 
@@ -113,7 +162,9 @@ def csv_row(summary: dict[str, Any]) -> dict[str, Any]:
         "params.operators": ",".join(s["operators"]),
         "params.llm_models": ",".join(s["llm_models"]),
         "params.max_evaluations": s["budget"],
+        "tags.objective": s["objective"], "tags.fidelity": s["fidelity"],
         "metrics.evaluations": s["evaluations"],
+        "metrics.best": s["best"], "metrics.seed": s["seed"], "metrics.gain": s["gain"],
     }
     for status in ("passed", "failed", "timeout", "crashed", "rejected"):
         row[f"metrics.evals_{status}"] = s["by_status"].get(status, 0)
@@ -129,6 +180,8 @@ def csv_row(summary: dict[str, Any]) -> dict[str, Any]:
         "metrics.llm_usd": s["llm_usd"], "metrics.gpu_s": s["gpu_s"],
         "metrics.eval_s": s["eval_s"], "metrics.wall_s": s["wall_s"],
     })
+    for w, v in s["best_by_workload"].items():  # side by side, one column per workload
+        row[f"metrics.best_{metric}.{w}"] = v
     return row
 
 
@@ -170,7 +223,8 @@ def _cell(v: Any) -> Any:
 
 
 def _engine(row: Any, key: str) -> Any:
-    """A real-engine figure of a `full` row: `key`, or `confirm_<key>` in a sim-fidelity run."""
+    """A real-engine figure of a scored row (an evaluation or a leaderboard entry): `key`,
+    or `confirm_<key>` in a sim-fidelity run."""
     if row is None:
         return None
     m = row.metrics or {}

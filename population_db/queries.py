@@ -101,9 +101,12 @@ class QueryMixin(StoreBase):
                  .group_by(Evaluation.stage, Evaluation.status))
             return {(st, su): n for st, su, n in s.execute(q)}
 
-    def run_summary(self, run: int | str, metric: str = "tok_s") -> dict[str, Any]:
-        """Counts of runtimes, programs, evaluations, LLM calls and cost, and the best score."""
-        best = self.best_runtime(run, metric)
+    def run_summary(self, run: int | str, metric: str = "tok_s",
+                    higher_is_better: bool = True) -> dict[str, Any]:
+        """Counts of runtimes, programs, evaluation rows (every stage's), LLM calls and cost,
+        and the best score by `metric`. (`evolve.runs_csv.run_summary` is the run-level view:
+        it counts evaluations as every view shows them.)"""
+        best = self.best_runtime(run, metric, higher_is_better)
         with self._read() as s:
             r = self._run_row(s, run)
             n_rt = s.scalar(select(func.count()).select_from(Runtime)
@@ -180,18 +183,27 @@ class QueryMixin(StoreBase):
             return None if row is None else EvaluationRecord.from_row(row)
 
     def latest_evaluations(self, runtime_ids: Sequence[int] = (),
-                           program_ids: Sequence[int] = ()) -> dict[tuple[str, int], EvaluationRecord]:
-        """The newest evaluation of each given runtime ("r", id) and program ("p", id)."""
+                           program_ids: Sequence[int] = (),
+                           skip_stages: Sequence[str] = ()
+                           ) -> dict[tuple[str, int], EvaluationRecord]:
+        """The newest evaluation of each given runtime ("r", id) and program ("p", id), not
+        counting rows of `skip_stages` (e.g. `propose`: a duplicate proposal recorded on a
+        program says nothing of how that program did)."""
         out: dict[tuple[str, int], EvaluationRecord] = {}
         with self._read() as s:
             for kind, col, ids in (("r", Evaluation.runtime_id, runtime_ids),
                                    ("p", Evaluation.program_id, program_ids)):
                 for i in range(0, len(ids), IN_CHUNK):
-                    out.update(self._latest(s, kind, col, list(ids[i:i + IN_CHUNK])))
+                    out.update(self._latest(s, kind, col, list(ids[i:i + IN_CHUNK]),
+                                            tuple(skip_stages)))
         return out
 
     @staticmethod
-    def _latest(s: Session, kind: str, col: Any, ids: list[int]) -> dict:
-        newest = select(func.max(Evaluation.id)).where(col.in_(ids)).group_by(col)
+    def _latest(s: Session, kind: str, col: Any, ids: list[int],
+                skip: tuple[str, ...] = ()) -> dict:
+        newest = select(func.max(Evaluation.id)).where(col.in_(ids))
+        if skip:
+            newest = newest.where(Evaluation.stage.not_in(list(skip)))
+        newest = newest.group_by(col)
         rows = s.scalars(select(Evaluation).where(Evaluation.id.in_(newest)))
         return {(kind, getattr(r, col.key)): EvaluationRecord.from_row(r) for r in rows}
