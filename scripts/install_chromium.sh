@@ -20,5 +20,5 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 command -v chromium >/dev/null && command -v chromedriver >/dev/null

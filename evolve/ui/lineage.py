@@ -1,8 +1,8 @@
 """The lineage of a whole run as columns of JSON, for the browser to lay out and draw.
 
 Runtimes: one SQL statement over indexed columns (runtimes by run, their `parent` and
-`second_parent` edges by child, each runtime's outcome row by run), so a 10,000-runtime
-run comes back in one round trip. Every runtime the run ever made is there, whether or not
+`second_parent` edges by child, each runtime's outcome row by runtime), so a
+10,000-runtime run comes back in one round trip. Every runtime the run ever made is there, whether or not
 it is still in a population: migrants and reseeded copies (no evaluation of their own),
 failures, children never selected again. A runtime's outcome is its `full` row (the
 controller's aggregate), else its newest evaluation of any stage; its score is the run's
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from evolve.cli.db import run_objective
@@ -24,24 +24,25 @@ from population_db.models import Evaluation, Program, Runtime, RuntimeParent, Ru
 
 
 def runtime_query(run_id: int, metric: str) -> Any:
-    """The statement: one row per (runtime, genetic parent edge), with its outcome row."""
-    rt, edge, ev = Runtime.__table__, RuntimeParent.__table__, Evaluation.__table__
-    full_first = case((ev.c.stage == "full", 0), else_=1)
-    rn = func.row_number().over(partition_by=ev.c.runtime_id,
-                                order_by=(full_first, ev.c.id.desc()))
-    ranked = (select(ev.c.id.label("eid"), ev.c.runtime_id.label("rid"), rn.label("rn"))
-              .where(ev.c.run_id == run_id, ev.c.runtime_id.is_not(None),
-                     ev.c.status.not_in(("pending", "running")) | (ev.c.stage == "full"))
-              .subquery())
-    e2 = aliased(Evaluation)
+    """The statement: one row per (runtime, genetic parent edge), with its outcome row.
+
+    The outcome row is picked per runtime by a correlated subquery on the
+    (runtime_id, stage, status) index: a few rows read per runtime, whatever the run's size.
+    """
+    rt, edge = Runtime.__table__, RuntimeParent.__table__
+    ev, e2 = aliased(Evaluation), aliased(Evaluation)
+    pick = (select(ev.id)
+            .where(ev.runtime_id == rt.c.id,
+                   or_(ev.status.not_in(("pending", "running")), ev.stage == "full"))
+            .order_by(case((ev.stage == "full", 0), else_=1), ev.id.desc())
+            .limit(1).correlate(rt).scalar_subquery())
     return (select(rt.c.id, rt.c.island, rt.c.generation, rt.c.operator, edge.c.parent_id,
                    edge.c.role, e2.status, e2.stage, e2.metrics[metric].as_float(),
                    e2.metrics["confirmed"].as_float(), e2.artifacts["failed_stage"].as_string())
             .select_from(rt)
             .outerjoin(edge, and_(edge.c.child_id == rt.c.id,
                                   edge.c.role.in_(list(GENETIC_ROLES))))
-            .outerjoin(ranked, and_(ranked.c.rid == rt.c.id, ranked.c.rn == 1))
-            .outerjoin(e2, e2.id == ranked.c.eid)
+            .outerjoin(e2, e2.id == pick)
             .where(rt.c.run_id == run_id)
             .order_by(rt.c.id, edge.c.role))
 

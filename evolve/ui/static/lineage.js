@@ -164,6 +164,7 @@
     api.drawMs = performance.now() - t;
     if (!api.rendered) {
       api.rendered = true; api.firstRenderMs = performance.now() - t0;
+      api.renderedAt = performance.now();  // ms since the navigation started
       $("timing").textContent = `${N} ${D.kind}: data ${api.fetchMs.toFixed(0)} ms, layout ` +
         `${api.layoutMs.toFixed(0)} ms, first draw ${api.drawMs.toFixed(0)} ms.`;
       root.dataset.rendered = "1";
@@ -255,6 +256,7 @@
     options($("f-status"), [...new Set(n.status)].sort());
     options($("f-op"), [...new Set(n.op)].sort());
     options($("f-group"), [...new Set(n.group.map(String))].sort((a, b) => a.localeCompare(b, undefined, {numeric: true})));
+    if (N > 2000) $("f-second").checked = false;  // thousands of dashed edges hide the tree
     resize(); fit();
     const want = parseInt(new URLSearchParams(location.search).get("focus"), 10);
     if (!isNaN(want) && idx.has(want)) { focus = idx.get(want); centerOn(focus, 24); }
