@@ -14,7 +14,8 @@ pytest.importorskip("flask", reason="the ui extra is not installed (pip install 
 pytest.importorskip("waitress", reason="the ui extra is not installed (pip install -e '.[ui]')")
 
 from flask.testing import FlaskClient
-from test_ui_fixtures import HOSTILE, UIData, ui_data  # noqa: F401
+from test_db_fixtures import fresh_pg_url, needs_pg
+from test_ui_fixtures import UIData, build, ui_data  # noqa: F401
 
 from evolve.cli import main
 from evolve.ui.app import create_app
@@ -179,3 +180,24 @@ def test_cli_bad_database_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
         assert len(err) == 1 and err[0].startswith("sds ui: "), (url, err)
         assert "secret" not in err[0]
     assert not (tmp_path / "missing.db").exists()
+
+
+@needs_pg
+def test_postgresql_pages_and_read_only() -> None:
+    url, drop = fresh_pg_url()
+    try:
+        d = build(url, runtimes=80)
+        store = open_readonly(url)
+        try:
+            with pytest.raises(Exception, match="read-only"):
+                store.get_or_create_run("should-not-exist")
+            client = create_app(store).test_client()
+            for page in ("/", f"/run/{d.run}", f"/runtime/{d.xss_runtime}",
+                         f"/evaluation/{d.xss_eval}", f"/api/run/{d.run}"):
+                assert client.get(page).status_code == 200, page
+            n = client.get(f"/api/run/{d.run}/lineage").json["nodes"]
+            assert len(n["id"]) == 80 and "passed" in n["status"]
+        finally:
+            store.close()
+    finally:
+        drop()

@@ -36,9 +36,10 @@ class UIData:
     xss_call: int
 
 
-def build(path: Path, runtimes: int = 200, seed: int = 7) -> UIData:
-    """Write the test database at `path` (seeded: the same rows every time)."""
-    url = f"sqlite:///{path}"
+def build(path: Path | str, runtimes: int = 200, seed: int = 7) -> UIData:
+    """Write the test database at `path` (a file, or a database URL; seeded: the same rows
+    every time)."""
+    url = path if isinstance(path, str) and "://" in path else f"sqlite:///{path}"
     store = Store.open(url)
     try:
         run = make_run(store, "search-a", runtimes=runtimes, seed=seed)

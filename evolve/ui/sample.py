@@ -21,7 +21,7 @@ import random
 import re
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from population_db import Store, code_hash, spec_hash, unified_diff
@@ -264,6 +264,11 @@ def make_run(store: Store, name: str, runtimes: int = 200, seed: int = 0, island
         for model in (LLMCall, Program, Runtime, RuntimeSlot, RuntimeParent, Evaluation, Event):
             if rows[model]:
                 s.execute(insert(model), rows[model])
+        if s.get_bind().dialect.name == "postgresql":  # explicit ids leave sequences behind
+            for model in (Program, Runtime, Evaluation, LLMCall, Event):
+                t = model.__tablename__
+                s.execute(text(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
+                               f"(SELECT MAX(id) FROM {t}))"))
         return run.id
 
     return run_write(store.engine, _go)
