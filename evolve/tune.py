@@ -23,13 +23,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -47,160 +45,29 @@ from evolve.tune_space import (  # noqa: F401  (re-exported: tests and callers u
     search_space,
     suggest,
 )
+from evolve.tune_study import (  # noqa: F401  (re-exported: tests and callers use them here)
+    CONFIRM_STAGES,
+    DEFAULT_WORKLOAD,
+    DIRECTIONS,
+    METRIC,
+    SIM_METRIC,
+    SIM_TRIAL_STAGES,
+    SLOT_LEVEL,
+    TUNE_STAGES,
+    Scoring,
+    TrialFailed,
+    TuneResult,
+    default_confirm_workload,
+    fail_orphans,
+    finished_trials,
+    open_storage,
+    parse_metric,
+    setup_lock,
+    study_name_for,
+)
 from runtime_modules.slots import RuntimeSpec, materialize, program_dir
 
 log = logging.getLogger(__name__)
-
-DEFAULT_WORKLOAD = "nanovllm-bench-cpu"
-METRIC = "tok_s"
-# quick_bench only screens against a parent; a trial has none, and bench measures anyway.
-TUNE_STAGES = ("static", "contract", "correctness", "bench")
-SLOT_LEVEL = ("static", "contract")  # recorded per program by the harness, not per runtime
-SIM_TRIAL_STAGES = ("static", "contract", "sim")  # what a sim trial may run: no real engine
-CONFIRM_STAGES = ("correctness", "bench")  # the sim fidelity's best, once, on the real engine
-SIM_METRIC = "modeled_tok_s"
-DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize",
-              "minimize": "minimize"}
-
-class TrialFailed(Exception):
-    """A trial whose evaluation did not pass: Optuna records it as FAIL."""
-
-
-@dataclass(frozen=True, slots=True)
-class Scoring:
-    """How trials are scored: fidelity, metric and its direction, and (sim) the confirmation."""
-
-    fidelity: str  # "engine" or "sim"
-    metric: str
-    direction: str  # "maximize" or "minimize"
-    confirm_workload: str | None = None  # sim only: where the best is confirmed
-    confirm_model: str | None = None
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether score `a` beats score `b` in this direction."""
-        return a > b if self.direction == "maximize" else a < b
-
-
-@dataclass(frozen=True, slots=True)
-class TuneResult:
-    """What a tuning study found."""
-
-    study_name: str
-    parent_id: int
-    runtime_id: int | None  # the tuned child runtime (None when no trial passed)
-    best_value: float | None
-    default_value: float | None  # the value of the runtime's own parameters (first trial)
-    best_params: dict[str, Any]
-    spec: dict[str, Any] | None
-    n_complete: int
-    n_failed: int
-    trials: int
-    workload: str
-    fail_reasons: dict[str, int] = field(default_factory=dict)
-    # best trial's tok/s over the untuned runtime's, interleaved (sim: modeled_ratio)
-    best_ratio: float | None = None
-    fidelity: str = "engine"
-    metric: str = METRIC
-    direction: str = "maximize"
-    confirm_workload: str | None = None  # sim: the real-engine workload of the confirmation
-    confirm_tok_s: float | None = None  # sim: the confirmed best's real tok/s
-    confirm_ratio: float | None = None  # ... over the untuned runtime's
-    confirm_error: str | None = None  # sim: why the best was not recorded (failed confirmation)
-
-    @property
-    def improved(self) -> bool:
-        """Whether the best trial beat the runtime's own parameters."""
-        if self.best_value is None or self.default_value is None:
-            return False
-        if self.direction == "minimize":
-            return self.best_value < self.default_value
-        return self.best_value > self.default_value
-
-
-def parse_metric(text: str) -> tuple[str, str]:
-    """`NAME[:max|:min]` as (NAME, "maximize" | "minimize"); no suffix means maximize.
-
-    >>> parse_metric("modeled_ttft_p99_s:min")
-    ('modeled_ttft_p99_s', 'minimize')
-    """
-    name, _, sense = str(text).strip().partition(":")
-    name = name.strip()
-    if not name or not name.replace("_", "").isalnum() or (sense and sense not in DIRECTIONS):
-        raise TuneError(f"metric must be NAME, NAME:max or NAME:min (e.g. modeled_tok_s:max, "
-                        f"modeled_ttft_p99_s:min), got {text!r}")
-    return name, DIRECTIONS[sense or "max"]
-
-
-def default_confirm_workload(workload: str, device: str) -> str:
-    """Where a sim study's best is confirmed on the real engine: on CUDA the tuned workload
-    itself; on CPU its `-cpu` variant when one exists, else nanovllm-bench-cpu."""
-    from fitness.workloads import WORKLOADS
-
-    if device != "cpu" or workload.endswith("-cpu"):
-        return workload
-    return f"{workload}-cpu" if f"{workload}-cpu" in WORKLOADS else DEFAULT_WORKLOAD
-
-
-def study_name_for(runtime_id: int, workload: str, fidelity: str = "engine",
-                   metric: str | None = None, direction: str = "maximize") -> str:
-    """The study name of a runtime on a workload: tuning resumes by it.
-
-    The fidelity, and a metric or direction other than the fidelity's default, are part of
-    the name, so a sim study never resumes an engine study (their values are not comparable).
-    """
-    name = f"sds-tune-rt{runtime_id}-{workload}" if fidelity == "engine" \
-        else f"sds-tune-{fidelity}-rt{runtime_id}-{workload}"
-    default = SIM_METRIC if fidelity == "sim" else METRIC
-    if (metric or default) != default or direction != "maximize":
-        name += f"-{metric or default}-{direction[:3]}"
-    return name
-
-
-def open_storage(url: str, heartbeat_s: int | None = 30) -> optuna.storages.RDBStorage:
-    """An Optuna RDBStorage on the sds database URL, with stale-trial retry by heartbeat."""
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # Optuna writes in its own connections beside the store's: wait for the lock
-        # instead of failing with "database is locked".
-        kwargs["connect_args"] = {"timeout": 60}
-    else:
-        kwargs["pool_pre_ping"] = True
-    hb: dict[str, Any] = {}
-    if heartbeat_s:
-        retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
-            or optuna.storages.RetryFailedTrialCallback
-        hb = {"heartbeat_interval": int(heartbeat_s), "grace_period": int(heartbeat_s) * 2}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        if heartbeat_s:
-            hb["heartbeat_stale_trial_callback"] = retry_cls(max_retry=2)
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb)
-        except TypeError:  # optuna < 4.9 names it failed_trial_callback
-            hb["failed_trial_callback"] = hb.pop("heartbeat_stale_trial_callback")
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **hb)
-
-
-@contextlib.contextmanager
-def setup_lock(url: str) -> Iterator[None]:
-    """On PostgreSQL, one worker at a time creates Optuna's tables, the study and its first
-    trial (concurrent workers race on all three otherwise)."""
-    if not url.startswith("postgresql"):
-        yield
-        return
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(731002)"))
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(731002)"))
-    finally:
-        engine.dispose()
 
 
 def materialize_spec(store: Any, spec: RuntimeSpec) -> None:
@@ -211,38 +78,6 @@ def materialize_spec(store: Any, spec: RuntimeSpec) -> None:
             if prog is None:
                 raise TuneError(f"slot {slot}: program {choice.program} is not in the database")
             materialize(prog.code)
-
-
-def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count toward the budget: COMPLETE, or FAIL with a recorded reason.
-
-    A trial killed mid-way (its heartbeat went stale) also ends as FAIL, but without a
-    reason: it is retried, not counted.
-    """
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.COMPLETE
-            or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)]
-
-
-def _fail_orphans(study: optuna.Study, storage: optuna.storages.RDBStorage,
-                  grace_s: float) -> None:
-    """FAIL trials killed before their first heartbeat (stale-trial checks never see them)."""
-    import datetime as dt
-
-    from sqlalchemy import text
-
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not running:
-        return
-    with storage.engine.connect() as conn:
-        beating = {r[0] for r in conn.execute(text("SELECT trial_id FROM trial_heartbeats"))}
-    now = dt.datetime.now()  # Optuna stores local naive times
-    for t in running:
-        if t._trial_id not in beating and t.datetime_start is not None \
-                and (now - t.datetime_start).total_seconds() > grace_s:
-            log.warning("trial %d of %s was killed before it started; marking it failed",
-                        t.number, study.study_name)
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
 
 def _stage_rows(report: Any) -> list[dict[str, Any]]:
@@ -363,7 +198,23 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
     space = search_space(spec, device, fixed)
     name = study_name or study_name_for(rt.id, workload, scoring.fidelity, scoring.metric,
                                         scoring.direction)
-    url = _storage_url(store)
+    study = _open_study(_storage_url(store), name, scoring, space, seed, heartbeat_s)
+
+    def evaluate(cand: Any) -> Any:
+        # The tuned runtime is the baseline: bench interleaves the two, so each trial also
+        # carries its speed ratio over the untuned runtime measured in the same process
+        # (sim: the harness simulates the baseline once and divides).
+        return harness.evaluate(cand, stages=stages, workload=workload, model=model,
+                                baseline=spec)
+
+    objective = _objective(evaluate, spec, space, device, scoring)
+    _optimize(study, objective, trials, timeout_s, scoring, progress, f"tune rt{rt.id}")
+    return _finish(store, study, rt, spec, space, workload, device, trials, scoring, harness)
+
+
+def _open_study(url: str, name: str, scoring: Scoring, space: list[Param], seed: int,
+                heartbeat_s: int | None) -> optuna.Study:
+    """The study `name` (created or resumed), its first trial the runtime's own parameters."""
     with setup_lock(url):
         storage = open_storage(url, heartbeat_s)
         study = optuna.create_study(study_name=name, storage=storage,
@@ -381,17 +232,19 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials) + salt,
                                                constant_liar=salt != 0)
     if heartbeat_s:
-        _fail_orphans(study, storage, 2 * heartbeat_s)
+        fail_orphans(study, storage, 2 * heartbeat_s)
+    return study
+
+
+def _objective(evaluate: Callable[[Any], Any], spec: RuntimeSpec, space: list[Param],
+               device: str, scoring: Scoring) -> Callable[[optuna.Trial], float]:
+    """Optuna's objective: one harness evaluation per trial; a failed one raises TrialFailed."""
     ratio_key = "modeled_ratio" if scoring.fidelity == "sim" else "ratio"
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("sds_started", True)  # see tune_study.fail_orphans
         values = {p.name: suggest(trial, p) for p in space}
-        cand = apply_params(spec, space, values, device)
-        # The tuned runtime is the baseline: bench interleaves the two, so each trial also
-        # carries its speed ratio over the untuned runtime measured in the same process
-        # (sim: the harness simulates the baseline once and divides).
-        report = harness.evaluate(cand, stages=stages, workload=workload, model=model,
-                                  baseline=spec)
+        report = evaluate(apply_params(spec, space, values, device))
         trial.set_user_attr("stages", _stage_rows(report))
         trial.set_user_attr("workload_hash", getattr(report, "workload_hash", None))
         trial.set_user_attr("ratio", (report.metrics or {}).get(ratio_key))
@@ -405,27 +258,33 @@ def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
             raise TrialFailed(f"passed without a usable {scoring.metric} metric: {value!r}")
         return float(value)
 
+    return objective
+
+
+def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], trials: int,
+              timeout_s: float | None, scoring: Scoring, progress: bool, desc: str) -> None:
+    """Run trials until `trials` are finished (by any worker sharing the study)."""
     done = len(finished_trials(study))
-    if done < trials:
-        bar = tqdm(total=trials, initial=done, desc=f"tune rt{rt.id}", unit="trial",
-                   disable=not progress, dynamic_ncols=True)
-        pick = max if scoring.direction == "maximize" else min
+    if done >= trials:
+        return
+    bar = tqdm(total=trials, initial=done, desc=desc, unit="trial", disable=not progress,
+               dynamic_ncols=True)
+    pick = max if scoring.direction == "maximize" else min
 
-        def on_trial(st: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
-            fin = finished_trials(st)
-            bar.n = min(len(fin), trials)
-            best = pick((t.value for t in fin if t.state == TrialState.COMPLETE), default=None)
-            bar.set_postfix({f"best_{scoring.metric}": "-" if best is None else f"{best:.4g}",
-                             "failed": sum(t.state == TrialState.FAIL for t in fin)})
-            if len(fin) >= trials:  # other workers count too (one study, many machines)
-                st.stop()
+    def on_trial(st: optuna.Study, ft: optuna.trial.FrozenTrial) -> None:
+        fin = finished_trials(st)
+        bar.n = min(len(fin), trials)
+        best = pick((t.value for t in fin if t.state == TrialState.COMPLETE), default=None)
+        bar.set_postfix({f"best_{scoring.metric}": "-" if best is None else f"{best:.4g}",
+                         "failed": sum(t.state == TrialState.FAIL for t in fin)})
+        if len(fin) >= trials:  # other workers count too (one study, many machines)
+            st.stop()
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(objective, n_trials=trials - done, timeout=timeout_s,
-                           catch=(TrialFailed,), callbacks=[on_trial])
-        bar.close()
-    return _finish(store, study, rt, spec, space, workload, device, trials, scoring, harness)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=trials - done, timeout=timeout_s,
+                       catch=(TrialFailed,), callbacks=[on_trial])
+    bar.close()
 
 
 def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: list[Param],
@@ -473,6 +332,17 @@ def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: 
         rows += [(r, scoring.confirm_workload, conf["workload_hash"]) for r in conf["rows"]]
         extra = {"fidelity": "sim", "confirmed": 1}
         confirmed = {"confirm_tok_s": conf["tok_s"], "confirm_ratio": conf["ratio"]}
+    child = _record_child(store, rt, tuned, rows, extra, device,
+                          {"study": study.study_name, "trial": best.number})
+    study.set_user_attr("sds_tuned", {"trial": best.number, "runtime_id": child.id,
+                                      **confirmed})
+    log.info("tuned runtime %s -> %s (%s %.4g)", rt.id, child.id, scoring.metric, best.value)
+    return TuneResult(runtime_id=child.id, **found, **base, **confirmed)
+
+
+def _record_child(store: Any, rt: Any, tuned: dict[str, Any], rows: list[Any],
+                  extra: dict[str, Any], device: str, artifacts: dict[str, Any]) -> Any:
+    """The tuned runtime as a child of `rt`, with the best trial's stage results."""
     child = store.add_runtime(rt.run_id, tuned, island=getattr(rt, "island", 0) or 0,
                               generation=(getattr(rt, "generation", 0) or 0) + 1,
                               operator="tune", parents=[(rt.id, "parent")])
@@ -482,13 +352,9 @@ def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: 
         store.add_evaluation(stage=row["stage"], status=row["status"], runtime_id=child.id,
                              run_id=rt.run_id, metrics={**row["metrics"], **extra},
                              error=row["error"], workload=wl, device=device,
-                             workload_hash=whash,
-                             artifacts={"study": study.study_name, "trial": best.number},
+                             workload_hash=whash, artifacts=artifacts,
                              duration_s=row["duration_s"])
-    study.set_user_attr("sds_tuned", {"trial": best.number, "runtime_id": child.id,
-                                      **confirmed})
-    log.info("tuned runtime %s -> %s (%s %.4g)", rt.id, child.id, scoring.metric, best.value)
-    return TuneResult(runtime_id=child.id, **found, **base, **confirmed)
+    return child
 
 
 def _confirm(study: optuna.Study, trial: int, tuned: dict[str, Any], spec: RuntimeSpec,

@@ -44,6 +44,23 @@ def test_previous_release_database_is_upgraded_on_open(tmp_path) -> None:
     again.close()
 
 
+def test_optuna_studies_share_the_database(tmp_path) -> None:
+    """Optuna keeps its own Alembic version table in the same database: both must work."""
+    import optuna
+
+    from evolve.tune import open_storage
+
+    url = _restore(tmp_path / "old.db")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=open_storage(url, heartbeat_s=None))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    store = Store.open(url, create=False)  # upgraded beside Optuna's tables
+    assert store.get_run("old-run").seed == 7
+    store.close()
+    again = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat_s=None))
+    assert len(again.trials) == 2
+
+
 def test_revisions_build_exactly_the_models_schema(tmp_path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -52,7 +69,8 @@ def test_revisions_build_exactly_the_models_schema(tmp_path) -> None:
     with engine.begin() as conn:
         migrations.upgrade_connection(conn)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        ctx = MigrationContext.configure(conn, opts={"include_name": migrations.is_sds_table})
+        diff = compare_metadata(ctx, Base.metadata)
     engine.dispose()
     assert diff == [], ("models.py and the migrations disagree; add a revision under "
                         f"population_db/migrations/versions/: {diff}")
@@ -70,7 +88,7 @@ def test_database_from_a_newer_sds_is_refused(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'new.db'}"
     Store.open(url).close()
     con = sqlite3.connect(tmp_path / "new.db")
-    con.execute("UPDATE alembic_version SET version_num = 'f00d'")
+    con.execute("UPDATE sds_alembic_version SET version_num = 'f00d'")
     con.commit()
     con.close()
     with pytest.raises(SchemaVersionError, match="f00d.*newer sds"):

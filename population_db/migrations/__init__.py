@@ -1,7 +1,7 @@
 """Schema migrations with Alembic: revisions in versions/, applied when a database is opened.
 
 `upgrade(engine)` brings a database to `HEAD`: a database made by sds before Alembic (a
-`schema_version` row of 1 and no `alembic_version` table) is first stamped as revision
+`schema_version` row of 1 and no `sds_alembic_version` table) is first stamped as revision
 0001, which is exactly that schema. A database at a revision this code does not know was
 made by a newer sds and is refused. To change the schema: edit models.py, then
 `alembic -c population_db/migrations/alembic.ini revision -m "what" --autogenerate` against a
@@ -21,14 +21,24 @@ log = logging.getLogger(__name__)
 
 HEAD = "0002"  # the newest revision in versions/ (a test checks it against Alembic's head)
 ROOT = Path(__file__).resolve().parent
-# Alembic's own bookkeeping table, declared here so reading it needs no Alembic import.
-VERSION_TABLE = Table("alembic_version", MetaData(),
+# Alembic's bookkeeping table, declared here so reading it needs no Alembic import. Not
+# Alembic's default name: Optuna keeps its own `alembic_version` in the same database
+# (`sds tune` stores studies beside the population).
+VERSION_TABLE_NAME = "sds_alembic_version"
+VERSION_TABLE = Table(VERSION_TABLE_NAME, MetaData(),
                       Column("version_num", String(32), primary_key=True))
 
 
+def is_sds_table(name: str | None, type_: str, _parent: object = None) -> bool:
+    """Alembic's `include_name` filter: only sds's own tables (Optuna's share the database)."""
+    from population_db.models import Base
+
+    return type_ != "table" or name in Base.metadata.tables
+
+
 def current_revision(conn: Connection) -> str | None:
-    """The revision recorded in the database, None when it has no alembic_version table."""
-    if "alembic_version" not in set(inspect(conn).get_table_names()):
+    """The revision recorded in the database, None when it has no version table."""
+    if VERSION_TABLE_NAME not in set(inspect(conn).get_table_names()):
         return None
     return conn.execute(select(VERSION_TABLE.c.version_num)).scalar()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from population_db.migrations import VERSION_TABLE_NAME, is_sds_table
 from population_db.models import Base
 
 target_metadata = Base.metadata
@@ -13,6 +14,7 @@ target_metadata = Base.metadata
 
 def _run(connection: object) -> None:
     context.configure(connection=connection, target_metadata=target_metadata,
+                      version_table=VERSION_TABLE_NAME, include_name=is_sds_table,
                       render_as_batch=True)  # SQLite alters tables by copying them
     with context.begin_transaction():
         context.run_migrations()
