@@ -201,3 +201,35 @@ def test_postgresql_pages_and_read_only() -> None:
             store.close()
     finally:
         drop()
+
+
+def test_reads_while_a_run_writes(tmp_path: Path) -> None:
+    import threading
+
+    url = f"sqlite:///{tmp_path}/live.db"
+    d = build(tmp_path / "live.db", runtimes=30)
+    writer = Store.open(url)
+    seed = writer.list_runtimes(d.live_run)[0]
+    client = create_app(open_readonly(url)).test_client()
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            rt = writer.add_runtime(d.live_run, seed.spec, generation=1, operator="gp",
+                                    parents=[(seed.id, "parent")])
+            writer.add_evaluation(stage="full", status="passed", runtime_id=rt.id,
+                                  metrics={"modeled_ratio": 1.01, "confirmed": 1})
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        seen = []
+        for _ in range(15):
+            r = client.get(f"/api/run/{d.live_run}")
+            assert r.status_code == 200
+            seen.append(r.json["card"]["runtimes"])
+            assert client.get(f"/api/run/{d.live_run}/lineage").status_code == 200
+    finally:
+        stop.set()
+        t.join()
+    assert seen == sorted(seen) and seen[-1] > seen[0]

@@ -30,6 +30,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_ui_fixtures import UIData, ui_data  # noqa: F401
 
 from evolve.ui.server import make_server
+from population_db import Store
 
 CHROMIUM = os.environ.get("SDS_CHROMIUM", "/usr/bin/chromium")
 DRIVER = os.environ.get("SDS_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -125,6 +126,15 @@ def test_run_page_draws_curves_and_polls_a_live_run(browser: webdriver.Chrome, b
     browser.get(f"{base}/run/{ui_data.live_run}")
     _wait(browser, "return document.getElementById('run').dataset.rendered")
     assert browser.find_element(By.ID, "live").is_displayed()  # running: it polls
+    before = browser.find_element(By.CSS_SELECTOR, '[data-f="runtimes"]').text
+    store = Store.open(ui_data.url, create=False)
+    seed = store.list_runtimes(ui_data.live_run)[0]
+    store.add_runtime(ui_data.live_run, seed.spec, generation=1, operator="gp",
+                      parents=[(seed.id, "parent")])
+    store.close()
+    WebDriverWait(browser, 15).until(  # the page polls every 5 s
+        lambda d: d.find_element(By.CSS_SELECTOR, '[data-f="runtimes"]').text
+        == str(int(before) + 1))
 
 
 def test_lineage_of_200_runtimes_click_through_to_a_node(browser: webdriver.Chrome, base: str,
