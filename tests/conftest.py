@@ -1,10 +1,24 @@
-"""Shared fixtures: the `tiny` preset saved as a Hugging Face folder (fp32, seeded)."""
+"""Shared fixtures: a printed, replayable seed for every test's random choices; the `tiny`
+preset saved as a Hugging Face folder (fp32, seeded)."""
 
 from __future__ import annotations
 
+import os
+import random
+import zlib
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _seeded_random(request: pytest.FixtureRequest) -> None:
+    """Seed the global `random` per test, and print the seed: every random choice a test makes
+    (directly, or through `random.Random(random.getrandbits(64))`) replays with
+    SDS_TEST_SEED=<printed seed>. By default each test has its own fixed seed."""
+    seed = int(os.environ.get("SDS_TEST_SEED") or zlib.crc32(request.node.nodeid.encode()))
+    random.seed(seed)
+    print(f"SDS_TEST_SEED={seed}  ({request.node.nodeid})")
 
 
 @pytest.fixture(scope="session")

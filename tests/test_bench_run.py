@@ -13,7 +13,7 @@ from fitness.workloads import Request, _finish
 
 
 def _small(arrivals: bool = False) -> object:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     reqs = [Request(tuple(rng.randrange(1024) for _ in range(rng.randint(8, 40))),
                     max_tokens=rng.randint(3, 12),
                     arrival_s=0.05 * i if arrivals else 0.0) for i in range(5)]

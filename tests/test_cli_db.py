@@ -16,7 +16,7 @@ from population_db import Store
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory) -> dict:
     """A run with a three-generation lineage, programs, an LLM call and evaluations (read-only)."""
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     url = f"sqlite:///{tmp_path_factory.mktemp('cli')}/cli.db"
     st = Store.open(url)
     run, _ = st.get_or_create_run("demo")
@@ -143,7 +143,7 @@ def test_lineage_scores_by_the_runs_objective_with_tok_s_alongside(tmp_path, cap
     r1 = st.add_runtime(run.id, {"slots": {}})
     r2 = st.add_runtime(run.id, {"slots": {}}, generation=1, operator="gp",
                         parents=[(r1.id, "parent")])
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     vals = {r.id: (rng.uniform(0.9, 1.1), rng.uniform(100, 900)) for r in (r1, r2)}
     for rid, (ratio, tok) in vals.items():
         st.add_evaluation(stage="bench", status="passed", runtime_id=rid, run_id=run.id,

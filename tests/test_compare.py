@@ -41,7 +41,7 @@ def _make_run(store: Store, name: str, rng: random.Random, n: int, operator: str
 
 
 def test_compare_two_runs_writes_grouped_csv_and_plot(tmp_path):
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     url = f"sqlite:///{tmp_path}/sds.db"
     store = Store.open(url)
     a = _make_run(store, "run-a", rng, 6, "literal")
@@ -71,7 +71,7 @@ def test_compare_two_runs_writes_grouped_csv_and_plot(tmp_path):
 def test_compare_cli_bad_input_exit_2_nothing_overwritten(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/sds.db"
     store = Store.open(url)
-    _make_run(store, "run-a", random.Random(), 3, "literal")
+    _make_run(store, "run-a", random.Random(random.getrandbits(64)), 3, "literal")
     assert main(["compare", "run-a", "no-such-run", "--db", url]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-such-run" in err[0]

@@ -43,7 +43,7 @@ def test_qwen3_shape_matches_its_config_and_published_size():
 
 
 def test_roofline_prices_decode_by_memory_and_long_prefill_by_compute():
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     step = _decode([rng.randint(200, 2000) for _ in range(256)])
     mem, comp = roofline_terms(QWEN3_0_6B, H100, *step)
     assert mem > 3 * comp
@@ -67,7 +67,7 @@ def test_prefill_attention_makes_cost_superlinear_in_prompt_length():
 
 
 def test_prefix_cache_hit_is_modeled_cheaper():
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     prompt = rng.randint(1500, 6000)
     cached = rng.randint(1, prompt // 16) * 16
     assert (step_time_s(QWEN3_0_6B, H100, *_prefill(prompt, cached))
@@ -75,7 +75,7 @@ def test_prefix_cache_hit_is_modeled_cheaper():
 
 
 def test_h200_prices_a_decode_heavy_run_faster_by_about_the_bandwidth_ratio():
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     meters = {d: CostMeter(device=p) for d, p in (("h100", H100), ("h200", H200))}
     lens = [rng.randint(100, 1024) for _ in range(rng.randint(64, 256))]
     for i in range(200):
@@ -103,7 +103,7 @@ def test_unknown_device_names_the_choices():
 
 def test_cost_meter_as_step_observer_on_a_real_tiny_engine():
     from runtime_modules import LLM, SamplingParams
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     llm = LLM("tiny", device="cpu", max_model_len=128)
     meter = CostMeter(start=100.0)
     llm.engine.step_observer, llm.engine.clock = meter, meter.now
@@ -119,7 +119,7 @@ def test_cost_meter_as_step_observer_on_a_real_tiny_engine():
 
 
 def test_run_workload_prices_each_step_and_restores_the_observer():
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     p, m = rng.randint(5, 60), rng.randint(2, 20)
     w = _finish("one", 1, [Request(tuple(rng.randrange(1024) for _ in range(p)),
                                    max_tokens=m)], "tiny", 0, {"max_model_len": 128}, "")

@@ -20,7 +20,7 @@ url, mode, name = sys.argv[1], sys.argv[2], sys.argv[3]
 st = Store.open(url)
 print("ready", flush=True)
 sys.stdin.readline()
-rng = random.Random()
+rng = random.Random(name)  # the writer's name: replayable
 if mode == "stream":        # insert until killed, printing each committed id
     i = 0
     while True:

@@ -13,7 +13,7 @@ SPEC = {"slots": {"scheduler": {"program": "seed:scheduler/fcfs"}}, "engine": {}
 
 
 def test_full_row_outranks_single_workload_bench_rows(store: Store):
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     run, _ = store.get_or_create_run(f"lb-{rng.random()}", {})
     want = {}
     for i in range(5):
@@ -44,7 +44,7 @@ def test_cli_leaderboard_ranks_by_the_runs_own_objective(tmp_path, capsys):
 
     url = f"sqlite:///{tmp_path}/sds.db"
     store = Store.open(url)
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     run, _ = store.get_or_create_run("obj", {"selection": {"objectives": ["cost:min"]}})
     costs = {}
     for i in range(4):

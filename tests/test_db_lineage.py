@@ -31,7 +31,7 @@ def count_statements(st: Store) -> Iterator[list[str]]:
 
 
 def test_thousand_generation_chain_in_one_query(store: Store) -> None:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     run, _ = store.get_or_create_run("chain")
     depth = 1000
     spec = {"slots": {"scheduler": {"program": "seed:scheduler/fcfs"}}}
@@ -60,7 +60,7 @@ def test_thousand_generation_chain_in_one_query(store: Store) -> None:
 
 
 def test_program_chain_in_one_query(store: Store) -> None:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     progs = [store.add_program("rmsnorm", f"X = {rng.random()!r}\n")]
     for _ in range(60):
         progs.append(store.add_program("rmsnorm", f"X = {rng.random()!r}\n",
@@ -96,7 +96,7 @@ def test_dag_roles_and_depths(store: Store) -> None:
 
 
 def test_best_path_from_seed_to_best(store: Store) -> None:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     run, _ = store.get_or_create_run("bp")
     spec = {"slots": {}}
     chain = [store.add_runtime(run.id, spec)]

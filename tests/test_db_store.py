@@ -41,7 +41,7 @@ def test_runs_create_resume_and_status(store: Store) -> None:
 
 
 def test_programs_dedupe_diff_and_lookup(store: Store) -> None:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     run, _ = store.get_or_create_run("r")
     seed_code, child_code = _code(rng), _code(rng)
     seed = store.add_program("rmsnorm", seed_code, name="torch")
@@ -69,7 +69,7 @@ def test_programs_dedupe_diff_and_lookup(store: Store) -> None:
 
 
 def test_runtimes_parents_slots_and_evaluations(store: Store) -> None:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     run, _ = store.get_or_create_run("r")
     prog = store.add_program("scheduler", _code(rng))
     a = store.add_runtime(run.id, _spec(prog, rng))
@@ -104,7 +104,7 @@ def test_runtimes_parents_slots_and_evaluations(store: Store) -> None:
 
 
 def test_program_evaluation_cache_by_hash(store: Store) -> None:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     prog = store.add_program("decode_attention", _code(rng))
     assert store.cached_program_evaluation(prog.code_hash, "contract") is None
     store.add_evaluation(stage="contract", status="running", program_id=prog.id)
@@ -117,7 +117,7 @@ def test_program_evaluation_cache_by_hash(store: Store) -> None:
 
 
 def test_leaderboard_uses_latest_passed_bench(store: Store) -> None:
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     run, _ = store.get_or_create_run("lb")
     other, _ = store.get_or_create_run("other")
     prog = store.add_program("scheduler", _code(rng))
@@ -158,7 +158,7 @@ def test_llm_calls_and_events(store: Store) -> None:
     call = store.add_llm_call(run.id, "gpt-x", "prompt text", "reply text", tin, tout,
                               cost_usd=0.0123, latency_s=1.25)
     assert store.get_llm_call(call.id) == call and call.tokens_in == tin
-    prog = store.add_program("rmsnorm", _code(random.Random()), operator="llm-rewrite",
+    prog = store.add_program("rmsnorm", _code(random.Random(random.getrandbits(64))), operator="llm-rewrite",
                              llm_call_id=call.id)
     assert store.get_program(prog.id).llm_call_id == call.id
     store.add_event(run.id, "resume", {"finished": 3})

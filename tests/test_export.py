@@ -67,7 +67,7 @@ def _evolved_runtime(store: Store, rng: random.Random) -> tuple[int, dict]:
 def test_exported_wheel_in_bare_venv_generates_like_sds(tmp_path):
     import numpy as np
     import torch
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     store = Store.open(f"sqlite:///{tmp_path}/sds.db")
     rid, spec = _evolved_runtime(store, rng)
     out = export_runtime(store, "export-test", tmp_path / "pkg", name=PKG, wheel=True)

@@ -48,14 +48,14 @@ def test_429_then_success_is_retried_and_every_attempt_recorded():
 
 def test_retries_give_up_with_the_last_error():
     with FakeLLMServer([Reply(status=500)] * 3) as srv:
-        result = LLMClient(settings(srv.base_url), sleep=lambda s: None).chat("p", random.Random())
+        result = LLMClient(settings(srv.base_url), sleep=lambda s: None).chat("p", random.Random(random.getrandbits(64)))
     assert result.text is None and len(result.calls) == 3
     assert "500" in result.error and "gave up after 3 attempts" in result.error
 
 
 def test_client_error_is_not_retried():
     with FakeLLMServer([Reply(status=400), Reply(content="never")]) as srv:
-        result = LLMClient(settings(srv.base_url)).chat("p", random.Random())
+        result = LLMClient(settings(srv.base_url)).chat("p", random.Random(random.getrandbits(64)))
         assert len(srv.requests) == 1
     assert result.text is None and "400" in result.error and len(result.calls) == 1
 
@@ -63,7 +63,7 @@ def test_client_error_is_not_retried():
 def test_timeout_is_recorded_as_an_error():
     with FakeLLMServer([Reply(content="late", delay_s=3.0)]) as srv:
         client = LLMClient(settings(srv.base_url, timeout_s=0.3, retries=0))
-        result = client.chat("p", random.Random())
+        result = client.chat("p", random.Random(random.getrandbits(64)))
     (call,) = result.calls
     assert result.text is None and "timeout" in call.error and "timeout" in result.error
     assert 0.25 < call.latency_s < 2.5
@@ -73,7 +73,7 @@ def test_budget_refusal_sends_nothing():
     asked = []
     with FakeLLMServer([Reply(content="x")]) as srv:
         client = LLMClient(settings(srv.base_url, max_tokens=1000))
-        result = client.chat("q" * 4000, random.Random(), lambda est: asked.append(est) or False)
+        result = client.chat("q" * 4000, random.Random(random.getrandbits(64)), lambda est: asked.append(est) or False)
         assert srv.requests == []
     assert result.text is None and result.calls == () and "budget" in result.error
     # estimate: ~1000 prompt tokens at $2.5/M plus 1000 reply tokens at $10/M

@@ -58,12 +58,9 @@ def ctx(code: str, seed: int, second: str | None = None, slot: str = "scheduler"
                            rng=random.Random(seed))
 
 
-@pytest.mark.parametrize("code", [PRIORITY] + [p.read_text() if p.exists() else None
-                                                for _, p, _ in GP_SEEDS],
+@pytest.mark.parametrize("code", [PRIORITY] + [p.read_text() for _, p, _ in GP_SEEDS],
                          ids=["priority-fixture", "seed-scored", "seed-priority"])
 def test_gp_children_are_valid_different_and_reproducible(code):
-    if code is None:
-        pytest.skip("seeds/cache_policy/scored.py not written yet")
     op = make_operator("gp", {"max_height": 6})
     state = random.getstate()
     children = []
@@ -83,8 +80,6 @@ def test_gp_children_are_valid_different_and_reproducible(code):
 
 @pytest.mark.parametrize("slot, path, fn", GP_SEEDS, ids=["scored", "priority"])
 def test_gp_child_of_a_seed_loads_and_computes_its_expression(tmp_path: Path, slot, path, fn):
-    if not path.exists():
-        pytest.skip(f"{path} not written yet")
     r = make_operator("gp", {}).propose(ctx(path.read_text(), 3, slot=slot))
     child = tmp_path / "child.py"
     child.write_text(r.code)

@@ -61,7 +61,7 @@ def _row(prompt: str, workload: str) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["diff", "rewrite"])
 def test_prompt_states_objective_workloads_and_cost_model(kind):
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     parent, seed = _metrics(rng), _metrics(rng)
     prompt = build_prompt(kind, _ctx(parent, seed))
     objective = prompt.split("## Objective", 1)[1].split("##", 1)[0]
@@ -76,7 +76,7 @@ def test_prompt_states_objective_workloads_and_cost_model(kind):
 
 
 def test_table_has_a_row_per_workload_with_parent_and_seed_counters():
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     parent, seed = _metrics(rng), _metrics(rng)
     prompt = build_prompt("diff", _ctx(parent, seed))
     header = next(ln for ln in prompt.splitlines() if ln.startswith("| workload |"))
@@ -97,7 +97,7 @@ def test_table_has_a_row_per_workload_with_parent_and_seed_counters():
 
 
 def test_missing_values_show_as_dashes_not_errors():
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     parent, seed = _metrics(rng), _metrics(rng, ("shared-prefix",))
     del parent["workloads"]["chat-trace"]["work_preemptions"]
     prompt = build_prompt("diff", _ctx(parent, seed))
@@ -107,7 +107,7 @@ def test_missing_values_show_as_dashes_not_errors():
 
 
 def test_long_tables_are_cut():
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     names = tuple(f"wl-{i:02d}" for i in range(MAX_TABLE_ROWS + 5))
     text = format_workload_table(_metrics(rng, names), {}, Objective((("x", "max"),), names))
     assert sum(ln.startswith("| wl-") for ln in text.splitlines()) == MAX_TABLE_ROWS
@@ -116,7 +116,7 @@ def test_long_tables_are_cut():
 
 def test_parameters_in_effect_are_the_specs_not_the_codes():
     assert code_defaults(SCHEDULER)["chunk_size"] == 2048  # what the code alone would say
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     prompt = build_prompt("diff", _ctx(_metrics(rng), _metrics(rng), params={"chunk_size": 64}))
     section = prompt.split("## Parameters in effect", 1)[1].split("##", 1)[0]
     assert re.search(r"chunk_size: 64 \(set by the runtime; the code's default 2048 is not used\)",
@@ -128,7 +128,7 @@ def test_parameters_in_effect_are_the_specs_not_the_codes():
 @pytest.mark.parametrize("kind", ["diff", "rewrite"])
 @pytest.mark.parametrize("case", ["seed", "failed_parent", "no_objective", "bad_code"])
 def test_prompt_builds_without_metrics(kind, case):
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))
     code = "def broken(:\n" if case == "bad_code" else SCHEDULER
     parent = {} if case != "seed" else _metrics(rng)
     seed = {} if case in ("seed", "bad_code") else _metrics(rng)

@@ -48,7 +48,9 @@ def _final_count(db: str) -> int:
 
 def test_sigkill_then_resume_gives_exactly_the_budget(tmp_path):
     db = f"sqlite:///{tmp_path}/sds.db"
-    rng = random.Random(random.randrange(1 << 30))
+    seed = random.randrange(1 << 30)
+    print(f"kill points drawn with random.Random({seed})")
+    rng = random.Random(seed)
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
     kills = 0
     for _ in range(3):
