@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's GPU checks, one phase per device call (each well inside its 10-minute limit),
+# The GPU checks docs/PERF_NOTES.md asks for, one phase per device call (each well inside its 10-minute limit),
 # everything written under OUTDIR (the device tool's $OUT, which comes back). Runs from the
 # tree with the GPU image's packages alone (torch, triton, transformers, numpy, pytest):
 # no sqlalchemy, optuna, deap or openai needed.

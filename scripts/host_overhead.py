@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Host overhead per decode step (issue 7, part 3): the engine with a model stub, no GPU needed.
+"""Host overhead per decode step: the engine with a model stub, no GPU needed.
 
 The engine runs with `runtime_modules.stub.StubRunner`, which does the real host-side batch
 preparation but no model forward, so what is left is the host work of a step: scheduling,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Per-step time breakdown of the engine (issue 7): attention, GEMMs, LM head, sampler, host.
+"""Per-step time breakdown of the engine: attention, GEMMs, LM head, sampler, host.
 
 Runs the first requests of a workload (all in one batch, as nano-vLLM's bench does) under
 the torch profiler, then splits the device time of the decode steps into categories by

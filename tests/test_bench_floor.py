@@ -1,4 +1,5 @@
-"""The physical floor: the FIELD_NOTES figure for Qwen3-0.6B and its lower-bound properties."""
+"""The physical floor: the figure docs/SOURCES.md derives for Qwen3-0.6B, and its lower-bound
+properties."""
 
 import random
 
@@ -14,7 +15,7 @@ from fitness.floor import (
 from fitness.workloads import Request, _finish, get_workload
 
 
-def test_qwen3_floor_on_nanovllm_bench_matches_field_notes():
+def test_qwen3_floor_on_nanovllm_bench_matches_the_documented_figure():
     f = physical_floor(QWEN3_0_6B, get_workload("nanovllm-bench"), 3.0e12)
     assert kv_bytes_per_token(QWEN3_0_6B) == 112 * 1024          # 112 KiB per token
     assert f["kv_bytes"] == pytest.approx(13.9e12, rel=0.01)
