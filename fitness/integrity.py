@@ -4,7 +4,9 @@ The worker imports everything it will judge with, then records the identity of e
 function (and its code object) and every class attribute in the watched modules, before
 any candidate code runs. After each stage it compares: a candidate that replaced
 `fitness.benchstage._timed`, `LLM.step`, `torch.Tensor.tolist`, `time.monotonic_ns` or a
-baseline program's method is rejected, naming what it changed. This is defence in depth
+baseline program's method is rejected, naming what it changed. The clock the bench times
+with is `fitness.clock`, imported by the worker before anything else, so it is the
+interpreter's own and is recorded here like the rest. This is defence in depth
 next to `static` and the process boundary: code that deliberately walks the interpreter
 (frames, gc) can still defeat any in-process check, which is why `static` forbids that.
 """

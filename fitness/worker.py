@@ -15,21 +15,13 @@ import os
 import resource
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-# Captured before any candidate code can run: the harness measures with these, and a
-# candidate that replaces them is rejected.
-CLOCKS = {"perf_counter": time.perf_counter, "perf_counter_ns": time.perf_counter_ns,
-          "monotonic": time.monotonic, "monotonic_ns": time.monotonic_ns, "time": time.time}
-perf_counter = time.perf_counter
-
-
-def clocks_replaced() -> list[str]:
-    """Names of `time` functions that no longer are the ones captured at start-up."""
-    return [name for name, fn in CLOCKS.items() if getattr(time, name, None) is not fn]
+# Imported first, at the worker's start, before any candidate code can run: the harness
+# measures with these clocks, and a candidate that replaces one is rejected.
+from fitness.clock import clocks_replaced, perf_counter
 
 
 def isolate(config: dict[str, Any]) -> None:
