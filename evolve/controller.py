@@ -1,8 +1,10 @@
 """The evolution controller: steady state, asynchronous, resumable from the database.
 
-A bounded number of proposals (operator calls; LLM calls are slow) and of evaluations (each
-already a sandboxed subprocess in the harness) run in two thread pools; the main thread is
-the only one that writes the run's records, and it records each result as it lands.
+A bounded number of proposals (operator calls; LLM calls are slow) run in a thread pool, and
+evaluations on an executor (evolve/executors/: threads here, or Ray tasks on many GPUs and
+machines); the main thread is the only one that writes the run's records, and it records
+each result as it lands, once. A run lease in the database (evolve/runlease.py) refuses a
+second controller on the same run while the first lives.
 
 Flow per child: pick an island, the operator (a bandit's arm, evolve/bandit.py), parent(s)
 and inspirations, build a MutationContext, `operator.propose`, record its LLM calls; a
@@ -35,6 +37,7 @@ from evolve import selection as sel
 from evolve.bandit import ArmStatus, child_pull, restore
 from evolve.children import ChildrenMixin, build_operators
 from evolve.config import RunConfig
+from evolve.executors import Executor, Landed, LocalExecutor, make_job, replay
 from evolve.islands import IslandBook
 from evolve.population import (
     FULL,
@@ -44,7 +47,10 @@ from evolve.population import (
     record_result,
 )
 from evolve.prompts.failures import FailureBook
-from evolve.scoring import ChildResult, Confirm, score_runtime
+from evolve.runlease import RunLease
+from population_db.engine import LeaseLost
+
+MAX_ATTEMPTS = 3  # an evaluation in flight at this many controller deaths is `crashed`
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,11 @@ class Controller(ChildrenMixin):
 
     def __init__(self, cfg: RunConfig, store: Any, harness: Any, name: str | None = None,
                  operators: dict[str, Any] | None = None, device: str = "cpu",
-                 on_progress: Callable[[dict[str, Any]], None] | None = None):
+                 on_progress: Callable[[dict[str, Any]], None] | None = None,
+                 executor: Executor | None = None):
         self.cfg, self.store, self.harness, self.device = cfg, store, harness, device
+        self._own_executor = executor is None  # threads here, closed by run() at the end
+        self.executor = executor or LocalExecutor(harness, cfg.concurrency.max_evaluations)
         self.name = name or cfg.name or "run"
         self.objectives = cfg.selection.parsed_objectives()
         self.operators = operators if operators is not None else build_operators(cfg)
@@ -89,10 +98,28 @@ class Controller(ChildrenMixin):
     # ------------------------------------------------------------------ the main loop
 
     def run(self) -> Outcome:
-        """Run until a budget, stagnation, Ctrl-C or a failing seed stops it."""
-        cfg = self.cfg
-        run, created = self.store.get_or_create_run(self.name, config=cfg.raw, seed=cfg.seed)
+        """Run until a budget, stagnation, Ctrl-C or a failing seed stops it.
+
+        Raises RunLeased (one line) if another live controller drives the run of that name.
+        """
+        run, created = self.store.get_or_create_run(self.name, config=self.cfg.raw,
+                                                    seed=self.cfg.seed)
         self.run_id = run.id
+        self.lease = RunLease(self.store, run.id)
+        taken_from = self.lease.acquire()
+        try:
+            return self._session(run, created, taken_from)
+        finally:
+            if not self.lease.lost:  # left in flight (Ctrl-C twice, an error): pending again
+                self.store.requeue_in_flight(run.id, MAX_ATTEMPTS, crash=False)
+            self.lease.release()
+            if self._own_executor:
+                self.executor.close(cancel=True)  # nothing is in flight unless interrupted
+
+    def _session(self, run: Any, created: bool, taken_from: str | None) -> Outcome:
+        cfg = self.cfg
+        # what a dead controller had in flight runs again (or is given up: MAX_ATTEMPTS)
+        in_flight = self.store.requeue_in_flight(run.id, MAX_ATTEMPTS)
         if not created and run.config != cfg.raw:
             # The run goes on under the config given now; the stored one stays as it began.
             changed = sorted(k for k in set(run.config) | set(cfg.raw)
@@ -118,7 +145,9 @@ class Controller(ChildrenMixin):
         self.store.add_event(run.id, "start" if created else "resume",
                              {"evaluations_done": self.st.done, "config_file": cfg.source,
                               "max_evaluations": cfg.budget.max_evaluations,
-                              "requeued": [r for r, _ in self.st.to_evaluate]})
+                              "requeued": [r for r, _ in self.st.to_evaluate],
+                              "in_flight_at_crash": in_flight[0], "given_up": in_flight[1],
+                              "taken_over_from": taken_from})
         queue = deque(self.st.to_evaluate)
         seed = self.st.members[self.st.seed_runtime_id]
         if self.st.seed_runtime_id in self.st.full_rows and not seed.passed:
@@ -135,9 +164,11 @@ class Controller(ChildrenMixin):
         finally:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
+        wall = time.monotonic() - self.t0
+        if self.lease.lost:  # another controller owns the run now: write nothing more
+            return Outcome(run.id, self.name, "stopped", "lease_lost", self.st.done, wall)
         status = {"interrupted": "stopped", "seed_failed": "failed",
                   "llm_endpoint": "failed"}.get(self.reason or "", "finished")
-        wall = time.monotonic() - self.t0
         self.store.add_event(run.id, "session_end", {"wall_s": wall, "reason": self.reason,
                                                      "evaluations_done": self.st.done})
         self.store.set_run_status(run.id, status)
@@ -180,32 +211,35 @@ class Controller(ChildrenMixin):
     def _loop(self, queue: deque) -> None:
         cc = self.cfg.concurrency
         pp = ThreadPoolExecutor(cc.max_proposals, "sds-propose")
-        ep = ThreadPoolExecutor(cc.max_evaluations, "sds-eval")
         try:
-            self._steps(queue, pp, ep)
-        except KeyboardInterrupt:  # a second Ctrl-C: in-flight work stays pending for resume
+            self._steps(queue, pp)
+        except KeyboardInterrupt:  # a second Ctrl-C: in-flight work goes back to pending
             self._stop("interrupted", {})
             pp.shutdown(wait=False, cancel_futures=True)
-            ep.shutdown(wait=False, cancel_futures=True)
             return
         pp.shutdown()
-        ep.shutdown()
 
-    def _steps(self, queue: deque, pp: ThreadPoolExecutor, ep: ThreadPoolExecutor) -> None:
+    def _steps(self, queue: deque, pp: ThreadPoolExecutor) -> None:
         cc = self.cfg.concurrency
         props: dict[Future, tuple] = {}
         evals: dict[Future, tuple[int, int]] = {}
         while True:
+            if self.lease.lost:
+                self.reason = self.reason or "lease_lost"  # not ours to write on: just leave
+                return
             if self._interrupts and self.reason is None:
                 self._stop("interrupted", {})
             if self.reason is None:
                 self._check_budgets(len(evals) + len(queue) + len(props))
             if self.reason is None:
                 # A resumed run's queue may hold more than a lowered budget has left.
-                while (queue and len(evals) < cc.max_evaluations
+                while (queue and len(evals) < self.executor.capacity()
                        and self.st.done + len(evals) < self.cfg.budget.max_evaluations):
                     rid, eid = queue.popleft()
-                    evals[ep.submit(self._evaluate, rid)] = (rid, eid)
+                    self.store.start_evaluation(eid, self.lease.owner)
+                    job = make_job(self.cfg, self.st, self.objectives, self.device, self.run_id,
+                                   rid, eid, self._parent_code.get(rid))
+                    evals[self.executor.submit(job)] = (rid, eid)
                 # Children wait for an evaluator in a short line only, so each is bred from
                 # the population as it is when it is proposed (steady state), not up front.
                 while len(props) + len(queue) < cc.max_proposals and self._may_propose(
@@ -302,54 +336,22 @@ class Controller(ChildrenMixin):
 
     # ------------------------------------------------------------------ evaluations
 
-    def _evaluate(self, runtime_id: int) -> ChildResult:
-        cfg = self.cfg
-        seed = self.st.members[self.st.seed_runtime_id]
-        return score_runtime(self.harness, self.st.members[runtime_id].spec,
-                             cfg.evaluation.stages, cfg.evaluation.workloads,
-                             baseline=seed.spec,  # the seed too: its ratio shows the noise
-                             runtime_id=runtime_id, run_id=self.run_id,
-                             model=cfg.evaluation.model, device=self.device,
-                             parents=self._parent_code.get(runtime_id),
-                             confirm=Confirm(cfg.evaluation.confirm.workloads
-                                             or cfg.evaluation.workloads,
-                                             lambda m: self._worth_confirming(runtime_id, m)))
-
-    def _worth_confirming(self, runtime_id: int, metrics: dict[str, Any]) -> bool:
-        """Multi-fidelity gate: does this child's sim score earn the real engine's stages?"""
-        c = self.cfg.evaluation.confirm
-        if c.when in ("always", "never"):
-            return c.when == "always"
-        if runtime_id == self.st.seed_runtime_id:
-            return True  # the reference every ratio is read against
-        values = sel.fitness_values(metrics, self.objectives)
-        if values is None:
-            return False
-        sign = self.objectives[0][1]
-        mine = sign * values[0]
-        members = list(self.st.members.values())  # a snapshot: the main thread adds to it
-        if c.when == "beats_parent":
-            parent = next((p for p, role in self.st.edges.get(runtime_id, ())
-                           if role == "parent"), None)
-            pm = self.st.members.get(parent) if parent is not None else None
-            pv = sel.fitness_values(pm.metrics, self.objectives) if pm and pm.passed else None
-            return pv is None or mine > sign * pv[0]
-        island = self.st.members[runtime_id].island
-        others = sorted((sign * v[0] for m in members
-                         if m.island == island and m.passed and m.runtime_id != runtime_id
-                         and (v := sel.fitness_values(m.metrics, self.objectives))),
-                        reverse=True)
-        return len(others) < c.top_k or mine > others[c.top_k - 1]
-
-    def _on_result(self, runtime_id: int, eval_id: int, res: ChildResult) -> None:
+    def _on_result(self, runtime_id: int, eval_id: int, landed: Landed) -> None:
+        res = landed.result
         metrics = dict(res.metrics)
         key = behaviour_key(metrics) if res.status == "passed" else None
         if key is not None:  # the same work as an earlier member: a behavioural duplicate
             metrics["novel"] = int(key not in self.st.behaviours)
-        row = self.store.complete_evaluation(eval_id, res.status, metrics=metrics,
-                                             error=res.error, artifacts=res.artifacts,
-                                             duration_s=res.duration_s,
-                                             device=res.device or self.device)
+        try:  # written once: refused if another controller took the run (and this row) over
+            row = self.store.complete_evaluation(
+                eval_id, res.status, worker=self.lease.owner, metrics=metrics, error=res.error,
+                artifacts=res.artifacts, duration_s=res.duration_s,
+                device=res.device or self.device, node=landed.node)
+        except LeaseLost as e:
+            log.error("run %s: %s; stopping", self.name, e)
+            self.lease.lost = True
+            return
+        replay(self.store, landed.writes)  # a remote harness's stage records
         record_result(self.st, runtime_id, row)
         self.book.refresh_copies(runtime_id)
         if runtime_id in self.open_arms:
@@ -384,6 +386,7 @@ class Controller(ChildrenMixin):
                 "gain": (best.metrics[metric] / seed_v if best and seed_v else None),
                 "per_min": 60.0 * (st.done - self.done0) / elapsed,
                 "failed_by_stage": dict(st.failures_by_stage), "usd": self._usd,
+                "nodes": self.executor.in_flight() if self.executor.remote else {},  # per node
                 "llm_failed": self.llm_failed}
 
     def bandit_status(self) -> list[ArmStatus]:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from evolve.config import RunConfig
 from evolve.controller import Controller, Outcome
+from evolve.executors import make_executor
 from evolve.population import FULL, run_evaluations
 from evolve.runs_csv import DEFAULT_CSV, append_row, csv_row, run_summary
 
@@ -69,6 +70,8 @@ class ProgressBar:
                 "$": f"{s['usd']:.2f}"}
         if s.get("llm_failed"):  # failed or unusable LLM replies, as they happen
             post["llm fail"] = s["llm_failed"]
+        if s.get("nodes"):  # Ray: evaluations in flight per node
+            post["nodes"] = " ".join(f"{k}:{v}" for k, v in sorted(s["nodes"].items()))
         self.bar.set_postfix(post, refresh=True)
 
     def close(self) -> None:
@@ -83,12 +86,22 @@ def _fmt(v: Any) -> str:
 def launch(cfg: RunConfig, name: str | None = None, db: str | None = None,
            harness: Any = None, operators: dict[str, Any] | None = None,
            runs_csv: str | Path | None = DEFAULT_CSV,
-           progress: bool = True) -> tuple[Outcome, dict[str, Any]]:
-    """Run (or resume, by name) the config; append its runs.csv row; return the summary."""
+           progress: bool = True,
+           harness_factory: Any = None) -> tuple[Outcome, dict[str, Any]]:
+    """Run (or resume, by name) the config; append its runs.csv row; return the summary.
+
+    With `evaluation.executor: ray`, evaluations are Ray tasks (evolve/executors/), each
+    making its harness with `harness_factory` (default: the real one of `make_harness`).
+    """
     from population_db import Store
 
     store = Store.open(db or cfg.db)
-    device = resolve_device(cfg.evaluation.device)
+    executor = None
+    if cfg.evaluation.executor == "ray":  # ConfigError (exit 2) when Ray is not installed
+        executor = make_executor(cfg, None, cfg.evaluation.device, harness_factory, store)
+        device = executor.device  # auto: cuda when the cluster has GPUs
+    else:
+        device = resolve_device(cfg.evaluation.device)
     # Tuning trials record their results on the tuned child themselves: a harness with the
     # store would also attach every trial's stages to the evolved programs.
     tune_harness = harness or make_harness(cfg, None, device)
@@ -98,10 +111,12 @@ def launch(cfg: RunConfig, name: str | None = None, db: str | None = None,
     bar = ProgressBar(run_name, progress)
     try:
         ctl = Controller(cfg, store, harness, name=run_name, operators=operators,
-                         device=device, on_progress=bar)
+                         device=device, on_progress=bar, executor=executor)
         outcome = ctl.run()
     finally:
         bar.close()
+        if executor is not None:
+            executor.close(cancel=True)
     if cfg.tune.top_k and outcome.status == "finished":
         tune_best(cfg, store, outcome, tune_harness)
     summary = run_summary(store, outcome.run_id)

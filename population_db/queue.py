@@ -110,9 +110,11 @@ class QueueMixin(StoreBase):
 
         return self._write(_go)
 
-    def requeue_in_flight(self, run_id: int, max_attempts: int = 3) -> tuple[list[int], list[int]]:
+    def requeue_in_flight(self, run_id: int, max_attempts: int = 3,
+                          crash: bool = True) -> tuple[list[int], list[int]]:
         """The run's running evaluations back to pending (attempt + 1), or `crashed` when
         they were in flight at `max_attempts` crashes; returns (requeued ids, crashed ids).
+        `crash=False`: a controller leaving on its own puts them back as they were.
 
         Call it only while holding the run's lease: then nothing else runs them.
         """
@@ -125,8 +127,9 @@ class QueueMixin(StoreBase):
                              .order_by(Evaluation.id).with_for_update()).all()
             back, dead, now = [], [], utcnow()
             for row in rows:
-                if row.attempt < max_attempts:
-                    row.status, row.attempt, row.worker = "pending", row.attempt + 1, None
+                if not crash or row.attempt < max_attempts:
+                    row.status, row.attempt = "pending", row.attempt + int(crash)
+                    row.worker = None
                     row.started_at = row.heartbeat_at = None
                     back.append(row.id)
                 else:

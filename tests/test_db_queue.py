@@ -62,5 +62,8 @@ def test_requeue_in_flight_then_give_up(store: Store) -> None:
     assert gone.status == "crashed" and "2 times" in gone.error
     assert gone.artifacts["failed_stage"] == "controller"
     assert store.requeue_in_flight(run.id) == ([], [])
+    store.start_evaluation(queued, "leaving-ctl")  # a controller leaving on its own (Ctrl-C)
+    assert store.requeue_in_flight(run.id, crash=False) == ([queued], [])
+    assert store.get_evaluation(queued).attempt == 1  # not counted as a crash
     with pytest.raises(ValueError, match="max_attempts"):
         store.requeue_in_flight(run.id, max_attempts=0)

@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from evolve.bandit import stored_status
+    from evolve.executors import node_counts
     from evolve.runs_csv import run_summary
     from population_db import NotFound
 
@@ -58,6 +59,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         summary = run_summary(store, run)
         summary["operator_choice"] = stored_status(store, run)
+        summary["nodes"] = node_counts(store, summary["run_id"])  # where evaluations ran
     except NotFound as e:
         raise UsageError(str(e)) from None
     if args.json:
@@ -95,7 +97,9 @@ def summary_table(s: dict[str, Any]) -> str:
                                        f"{s['llm_tokens_out']} / {s['llm_usd']:.4f}")),
             ("GPU s / eval s / wall s", (f"{s['gpu_s']:.1f} / {s['eval_s']:.1f} / "
                                         f"{s['wall_s']:.1f}")),
-            ("events", ", ".join(f"{k} {v}" for k, v in s["events"].items()))]
+            ("events", ", ".join(f"{k} {v}" for k, v in s["events"].items())),
+            *[(f"  node {n['node']}", (f"{n['done']} done ({n['failed']} failed), "
+               f"{n['in_flight']} in flight")) for n in s.get("nodes") or []]]
     return table([{"": k, "value": v} for k, v in rows], ["", "value"])
 
 
