@@ -94,6 +94,27 @@ def _runtime_arg(text: str | None, db: str) -> Any:
     raise UsageError(f"--runtime {text!r}: expected a runtime spec JSON file or inline JSON")
 
 
+def _check_inputs(device: str | None, workload: str | None,
+                  model: str | None) -> tuple[str, str]:
+    """(device, workload name), every input checked before any work starts."""
+    import torch
+
+    from runtime_modules.models import model_config
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+    name = workload or default_workload(device)
+    if name not in list_workloads():
+        raise UsageError(f"--workload {name!r}: expected one of {', '.join(list_workloads())}")
+    if model is not None:
+        try:
+            model_config(model)  # a preset or a model folder
+        except (ValueError, NotImplementedError, KeyError) as e:
+            raise UsageError(f"--model {model!r}: {e}") from None
+    return device, name
+
+
 def run_bench(workload: str | None = None, model: str | None = None, runtime: Any = None,
               device: str | None = None, peer: bool = True, csv_path: Path | None = DEFAULT_CSV,
               peer_max_requests: int | None = None, **engine_params: Any) -> dict[str, Any]:
@@ -105,18 +126,8 @@ def run_bench(workload: str | None = None, model: str | None = None, runtime: An
     from runtime_modules.models import model_config
     from runtime_modules.slots import RuntimeSpec
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")
-    name = workload or default_workload(device)
-    if name not in list_workloads():
-        raise UsageError(f"--workload {name!r}: expected one of {', '.join(list_workloads())}")
+    device, name = _check_inputs(device, workload, model)
     w = get_workload(name)
-    if model is not None:
-        try:
-            model_config(model)  # a preset or a model folder, checked before any work
-        except (ValueError, NotImplementedError, KeyError) as e:
-            raise UsageError(f"--model {model!r}: {e}") from None
     if device == "cpu" and w.model != "tiny" and model is None:
         log.warning("workload %s is sized for %s; on CPU this will be very slow", name, w.model)
     model_name = model or w.model

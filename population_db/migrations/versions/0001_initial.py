@@ -19,6 +19,18 @@ depends_on = None
 
 def upgrade() -> None:
     """Create every table and index of the first schema."""
+    _run_tables()
+    _runtime_tables()
+    _evaluation_tables()
+    op.bulk_insert(sa.table("schema_version", sa.column("id", sa.Integer),
+                            sa.column("version", sa.Integer),
+                            sa.column("applied_at", sa.DateTime)),
+                   [{"id": 1, "version": 1,
+                     "applied_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
+
+
+def _run_tables() -> None:
+    """Runs, the schema marker, events and LLM calls."""
     op.create_table('runs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -63,6 +75,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index(op.f('ix_llm_calls_run_id'), 'llm_calls', ['run_id'], unique=False)
+
+
+def _runtime_tables() -> None:
+    """Runtimes, programs and lineage edges."""
     op.create_table('runtimes',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -107,6 +123,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('child_id', 'parent_id', 'role')
     )
     op.create_index(op.f('ix_runtime_parents_parent_id'), 'runtime_parents', ['parent_id'], unique=False)
+
+
+def _evaluation_tables() -> None:
+    """Evaluations and runtimes' slot choices."""
     op.create_table('evaluations',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=True),
@@ -149,11 +169,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('runtime_id', 'slot')
     )
     op.create_index(op.f('ix_runtime_slots_program_id'), 'runtime_slots', ['program_id'], unique=False)
-    op.bulk_insert(sa.table("schema_version", sa.column("id", sa.Integer),
-                            sa.column("version", sa.Integer),
-                            sa.column("applied_at", sa.DateTime)),
-                   [{"id": 1, "version": 1,
-                     "applied_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
 
 
 def downgrade() -> None:
