@@ -233,3 +233,23 @@ def test_reads_while_a_run_writes(tmp_path: Path) -> None:
         stop.set()
         t.join()
     assert seen == sorted(seen) and seen[-1] > seen[0]
+
+
+def test_page_cache_reuses_until_the_run_changes(tmp_path: Path) -> None:
+    from evolve.ui.app import PageCache
+
+    url = f"sqlite:///{tmp_path}/c.db"
+    d = build(tmp_path / "c.db", runtimes=20)
+    cache = PageCache(open_readonly(url))
+    built = []
+
+    def make() -> int:
+        built.append(1)
+        return len(built)
+
+    assert cache.get(("k",), d.run, make) == 1
+    assert cache.get(("k",), d.run, make) == 1  # unchanged: reused
+    writer = Store.open(url)
+    seed = writer.list_runtimes(d.run)[0]
+    writer.add_evaluation(stage="bench", status="failed", runtime_id=seed.id, error="x")
+    assert cache.get(("k",), d.run, make) == 2  # a new evaluation: rebuilt

@@ -11,10 +11,14 @@ bound to loopback, requests naming another host are refused (DNS rebinding).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,36 @@ def _pretty(value: Any, indent: int | None = 2) -> str:
                       sort_keys=True)
 
 
+class PageCache:
+    """Page data per run, reused while the run's fingerprint (runs.fingerprint: three index
+    lookups) is unchanged: a finished 10,000-runtime run is summarised once, not on every
+    poll. Thread-safe; the least recently used entries go first."""
+
+    def __init__(self, store: Store, size: int = 64):
+        self.store, self.size = store, size
+        self._data: OrderedDict[tuple, tuple[tuple, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, run_id: int, build: Callable[[], Any]) -> Any:
+        """build()'s value for `key`, rebuilt when run `run_id` changed since."""
+        fp = runs.fingerprint(self.store, run_id)  # before building: never newer than it
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None and hit[0] == fp:
+                self._data.move_to_end(key)
+                return hit[1]
+        value = build()
+        with self._lock:
+            self._data[key] = (fp, value)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return value
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _run_ids() -> list[int]:
     ids = [int(x) for x in request.args.getlist("run") if x.isdigit()]
     if len(ids) < 1:
@@ -63,6 +97,7 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
     if loopback_only:
         app.config["TRUSTED_HOSTS"] = LOOPBACK
     static = _static_table()
+    cache = PageCache(store)
     db_label = make_url(store.url).render_as_string(hide_password=True)
 
     @app.context_processor
@@ -88,7 +123,9 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
 
     @app.get("/")
     def index() -> str:
-        return render_template("runs.html", runs=runs.runs_page(store))
+        cards = [cache.get(("card", r.id), r.id, lambda r=r: runs.run_card(store, r))
+                 for r in reversed(store.list_runs())]
+        return render_template("runs.html", runs=cards)
 
     @app.get("/go")
     def go() -> Any:
@@ -110,11 +147,14 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
 
     @app.get("/run/<int:run_id>")
     def run(run_id: int) -> str:
-        return render_template("run.html", card=runs.run_card(store, store.get_run(run_id)))
+        run = store.get_run(run_id)
+        card = cache.get(("card", run_id), run_id, lambda: runs.run_card(store, run))
+        return render_template("run.html", card=card)
 
     @app.get("/api/run/<int:run_id>")
     def run_api(run_id: int) -> Response:
-        return jsonify(runs.run_page(store, run_id))
+        data = cache.get(("run", run_id), run_id, lambda: runs.run_page(store, run_id))
+        return jsonify({**data, "updated_at": _now()})
 
     @app.get("/run/<int:run_id>/lineage")
     def run_lineage(run_id: int) -> str:
@@ -129,11 +169,15 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
         fn = {"runtimes": lineage.runtime_lineage, "programs": lineage.program_lineage}.get(kind)
         if fn is None:
             abort(404)
-        return jsonify(fn(store, run_id))
+        return jsonify(cache.get(("lineage", kind, run_id), run_id, lambda: fn(store, run_id)))
+
+    def _compare() -> dict[str, Any]:
+        return runs.compare([cache.get(("compare", i), i, lambda i=i: runs.compare_one(store, i))
+                             for i in _run_ids()])
 
     @app.get("/compare")
     def compare() -> str:
-        data = runs.compare(store, _run_ids())
+        data = _compare()
         cols = ["tags.run", "tags.status", "metrics.evaluations", "metrics.evals_passed",
                 "metrics.best_runtime", "metrics.llm_usd", "metrics.wall_s"]
         cols += [k for k in data["rows"][0] if k.startswith(("metrics.best_", "metrics.seed_"))
@@ -143,11 +187,11 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
 
     @app.get("/api/compare")
     def compare_api() -> Response:
-        return jsonify(runs.compare(store, _run_ids()))
+        return jsonify(_compare())
 
     @app.get("/compare.csv")
     def compare_csv() -> Response:
-        rows = runs.compare(store, _run_ids())["rows"]
+        rows = _compare()["rows"]
         keys: list[str] = []
         for r in rows:
             keys += [k for k in r if k not in keys]

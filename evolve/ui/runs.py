@@ -11,10 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
 from evolve.cli.db import run_objective
-from evolve.population import FULL, run_evaluations, run_runtimes
-from evolve.runs_csv import csv_row, run_summary
-from population_db import EvaluationRecord, RunRecord, Store
+from evolve.population import run_runtimes
+from evolve.runs_csv import csv_row, run_summary, scored_rows
+from population_db import EvaluationRecord, NotFound, RunRecord, RuntimeRecord, Store
+from population_db.models import Evaluation, Event, Run, Runtime
 
 BUCKETS = 10  # time windows of the operator-share chart
 
@@ -27,9 +31,24 @@ def _iso(t: dt.datetime | None) -> str | None:
     return t.isoformat(sep=" ", timespec="seconds") if t else None
 
 
-def run_card(store: Store, run: RunRecord) -> dict[str, Any]:
+def fingerprint(store: Store, run_id: int) -> tuple[Any, ...]:
+    """What changes whenever the run does: its status and time, its newest runtime,
+    evaluation and event (three index lookups). Pages of an unchanged run can be reused."""
+    with Session(store.engine) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id!r}")
+        newest = [s.scalar(select(func.max(m.id)).where(m.run_id == run_id))
+                  for m in (Runtime, Evaluation, Event)]
+        finished = s.scalar(select(func.max(Evaluation.finished_at))
+                            .where(Evaluation.run_id == run_id))
+    return (run.status, run.updated_at, *newest, finished)
+
+
+def run_card(store: Store, run: RunRecord,
+             summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row of the runs page: status, budgets used, best by the objective, fidelity."""
-    s = run_summary(store, run.id)
+    s = summary if summary is not None else run_summary(store, run.id)
     metric, higher = run_objective(store, str(run.id))
     best = store.best_runtime(run.id, metric, higher)
     budget = (run.config or {}).get("budget") or {}
@@ -49,19 +68,10 @@ def run_card(store: Store, run: RunRecord) -> dict[str, Any]:
     }
 
 
-def runs_page(store: Store) -> list[dict[str, Any]]:
-    """Every run, newest first."""
-    return [run_card(store, r) for r in reversed(store.list_runs())]
-
-
 def _finals(store: Store, run_id: int) -> list[EvaluationRecord]:
-    """The rows that score a run's runtimes, in the order they finished: `full` rows, else
-    (runs not made by the controller) `bench` rows."""
-    rows = [r for r in run_evaluations(store, run_id, FULL)
-            if r.status not in ("pending", "running")]
-    if not rows:
-        rows = [r for r in run_evaluations(store, run_id, "bench")
-                if r.status not in ("pending", "running")]
+    """The rows that count as a run's evaluations (`runs_csv.scored_rows`: its `full` rows,
+    else each runtime's latest final row), finished ones, in the order they finished."""
+    rows = [r for r in scored_rows(store, run_id) if r.status not in ("pending", "running")]
     return sorted(rows, key=lambda r: (r.finished_at or r.created_at, r.id))
 
 
@@ -107,10 +117,9 @@ def _arms(store: Store, run_id: int) -> dict[int, str]:
 
 
 def operators(store: Store, run_id: int, finals: list[EvaluationRecord], metric: str,
-              higher: bool) -> dict[str, Any]:
+              higher: bool, runtimes: dict[int, RuntimeRecord]) -> dict[str, Any]:
     """Per arm (operator, and model): evaluations, passed, improved on their parent, in
     total and per time bucket (the share over time)."""
-    runtimes = {r.id: r for r in run_runtimes(store, run_id)}
     arms = _arms(store, run_id)
     score = {r.runtime_id: _scored(r, metric) for r in finals}
     sign = 1.0 if higher else -1.0
@@ -139,14 +148,14 @@ def operators(store: Store, run_id: int, finals: list[EvaluationRecord], metric:
     return {"arms": names, "total": total, "buckets": buckets, "bucket_size": size}
 
 
-def islands(store: Store, run_id: int, finals: list[EvaluationRecord],
-            metric: str, higher: bool) -> list[dict[str, Any]]:
+def islands(store: Store, run_id: int, finals: list[EvaluationRecord], metric: str,
+            higher: bool, runtimes: dict[int, RuntimeRecord]) -> list[dict[str, Any]]:
     """Per island: runtimes, evaluated, passed, best confirmed score, deepest generation,
     migrants in and out."""
     sign = 1.0 if higher else -1.0
     rows: dict[int, dict[str, Any]] = {}
     by_rt = {r.runtime_id: r for r in finals}
-    for rt in run_runtimes(store, run_id):
+    for rt in runtimes.values():
         d = rows.setdefault(rt.island, {"island": rt.island, "runtimes": 0, "evaluated": 0,
                                         "passed": 0, "best": None, "best_runtime": None,
                                         "generation": 0, "migrants_in": 0, "migrants_out": 0})
@@ -177,21 +186,23 @@ def run_page(store: Store, run_id: int) -> dict[str, Any]:
     metric, higher = run_objective(store, str(run.id))
     finals = _finals(store, run.id)
     s = run_summary(store, run.id)
-    return {"card": run_card(store, run), "summary": s,
+    runtimes = {r.id: r for r in run_runtimes(store, run.id)}
+    return {"card": run_card(store, run, s), "summary": s,
             "curve": curve(store, run, metric, higher, finals),
-            "operators": operators(store, run.id, finals, metric, higher),
-            "islands": islands(store, run.id, finals, metric, higher),
-            "events": s["events"], "config": run.config,
-            "updated_at": _iso(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))}
+            "operators": operators(store, run.id, finals, metric, higher, runtimes),
+            "islands": islands(store, run.id, finals, metric, higher, runtimes),
+            "events": s["events"], "config": run.config}
 
 
-def compare(store: Store, run_ids: list[int]) -> dict[str, Any]:
-    """Best-so-far curves and runs.csv rows of several runs."""
-    runs = [store.get_run(i) for i in run_ids]
-    curves, rows, metrics = [], [], set()
-    for r in runs:
-        metric, higher = run_objective(store, str(r.id))
-        metrics.add(metric)
-        curves.append(curve(store, r, metric, higher))
-        rows.append(csv_row(run_summary(store, r.id)))
-    return {"curves": curves, "rows": rows, "metrics": sorted(metrics)}
+def compare_one(store: Store, run_id: int) -> dict[str, Any]:
+    """One run's part of a comparison: its best-so-far curve and its runs.csv row."""
+    run = store.get_run(run_id)
+    metric, higher = run_objective(store, str(run.id))
+    return {"curve": curve(store, run, metric, higher),
+            "row": csv_row(run_summary(store, run.id)), "metric": metric}
+
+
+def compare(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best-so-far curves and runs.csv rows of several runs (`compare_one` of each)."""
+    return {"curves": [p["curve"] for p in parts], "rows": [p["row"] for p in parts],
+            "metrics": sorted({p["metric"] for p in parts})}

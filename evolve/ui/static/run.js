@@ -49,16 +49,19 @@
     root.dataset.rendered = String(Date.now());
   }
 
+  let wait = 5000;
   async function load() {
+    const t = performance.now();
     try {
       render(await sds.json(`/api/run/${id}`));
+      wait = Math.max(5000, 3 * (performance.now() - t));  // a big run's summary takes time
     } catch (e) {
       document.getElementById("updated").textContent = "update failed: " + e.message;
     }
     const live = root.dataset.status === "running" || root.dataset.status === "created";
     document.getElementById("live").hidden = !live;
     clearTimeout(timer);
-    if (live) timer = setTimeout(load, 5000);
+    if (live) timer = setTimeout(load, wait);
   }
   load();
 })();
