@@ -4,7 +4,7 @@ Built on the real `openai` package (OpenAI, vLLM, SGLang, llama.cpp and Ollama a
 API at a `base_url`). The client's own retries are switched off (`max_retries=0`) so that
 every attempt, failed or not, becomes an `LLMCallRecord` the controller stores with tokens,
 cost and latency. The dollar budget is asked before every attempt, with an estimate from
-the model's recent replies (the first call, with none yet, reserves `max_tokens`).
+the model's recent replies (its first call reserves FIRST_REPLY_TOKENS of reply).
 
 Replies are read as real models give them: the finish reason is kept (`length` means the
 reply was cut at `max_tokens`), `<think>` drafts are dropped, and a reasoning field
@@ -53,6 +53,11 @@ SETTINGS_KEYS = frozenset({"models", "base_url", "api_key_env", "temperature", "
                            "system_prompt", "max_consecutive_failures"})
 FATAL_FIRST = frozenset({401, 403, 404})  # wrong key or URL: fatal when nothing worked yet
 OPENAI_URL = "https://api.openai.com/v1"
+# Reply tokens reserved for a model's first call, before any reply of its was seen: a diff
+# reply is a few hundred tokens, a whole-module rewrite one to two thousand. Reserving
+# max_tokens instead (4096 by default) at the output price refused first calls, and so
+# stopped runs, whose budget was nearly all left.
+FIRST_REPLY_TOKENS = 2048
 
 
 class LLMConfigError(ValueError):
@@ -252,12 +257,11 @@ class LLMClient:
         return max(1, math.ceil(len(prompt) / self._chars_per_token))
 
     def expected_out(self, model: str) -> int:
-        """Reply tokens to expect from `model`: 1.5x the longest of its recent replies (capped
-        by max_tokens), or max_tokens before it has answered."""
+        """Reply tokens to expect from `model`: 1.5x the longest of its recent replies, or
+        FIRST_REPLY_TOKENS before it has answered; never above max_tokens."""
         recent = self._recent_out.get(model)
-        if not recent:
-            return self.settings.max_tokens
-        return min(self.settings.max_tokens, math.ceil(1.5 * max(recent)))
+        guess = math.ceil(1.5 * max(recent)) if recent else FIRST_REPLY_TOKENS
+        return min(self.settings.max_tokens, guess)
 
     def estimate_cost(self, model: str, prompt: str) -> float:
         """Dollars one attempt is expected to cost: the prompt plus a reply as long as the

@@ -116,7 +116,7 @@ def test_edits_on_different_parents_are_combined_and_rank_first(tmp_path):
     assert SCHED_GOOD in codes["scheduler"] and CACHE_GOOD in codes["cache_policy"]
     # joined by crossover of two runtimes, each carrying one of the edits
     assert best.runtime.operator == "assemble"
-    roles = dict((role, pid) for pid, role in best.runtime.parents)
+    roles = {role: pid for pid, role in best.runtime.parents}
     assert {"parent", "second_parent"} <= set(roles)  # (and maybe inspirations)
     makers = {}
     for slot, line in (("scheduler", SCHED_GOOD), ("cache_policy", CACHE_GOOD)):

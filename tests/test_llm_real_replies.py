@@ -178,7 +178,7 @@ def test_a_timeout_is_billed_by_an_estimate_marked_as_such():
     assert isinstance(result, Rejected) and "timeout" in result.reason
     (call,) = result.llm_calls
     assert call.estimated and "billed by estimate" in call.error
-    assert call.tokens_in > 0 and call.tokens_out == 512  # no reply seen yet: max_tokens
+    assert call.tokens_in > 0 and call.tokens_out == 512  # no reply seen: max_tokens here
     assert call.cost_usd == pytest.approx((call.tokens_in * 1.0 + 512 * 3.0) / 1e6)
 
 
@@ -191,7 +191,7 @@ def test_reservation_follows_the_models_recent_replies():
         before = client.estimate_cost("m1", "p" * 4000)
         client.chat("p" * 4000, random.Random(0))
         after = client.estimate_cost("m1", "p" * 4000)
-    assert before == pytest.approx(settings.cost("m1", 1000, 8000))
+    assert before == pytest.approx(settings.cost("m1", 1000, 2048))  # FIRST_REPLY_TOKENS
     assert after == pytest.approx(settings.cost("m1", 1000, 450))  # 1.5x the 300 seen
     print(f"reservation per call: ${before:.4f} before any reply, ${after:.4f} after")
 

@@ -130,3 +130,26 @@ def test_the_progress_bar_shows_llm_failures(tmp_path, capsys, fake_harness):
                            progress=True)
     assert code == 1
     assert "llm fail=" in err  # the bar's postfix, as the failures happened
+
+
+def test_the_dollar_budget_is_spent_not_reserved_away(tmp_path, capsys, fake_harness):
+    """Replies cost $0.0033 each (1500 in at $1/M + 90 out at $20/M); a reservation of
+    max_tokens=4096 at the output price ($0.083) would have refused the first call of a
+    $0.05 budget. Reserving by recent replies, the run spends most of it, never more."""
+    reply = ("<<<<<<< SEARCH\n    return hashed * (1.0 + num_hits) / (1.0 + 0.01 * idle) - "
+             "0.001 * position\n=======\n    return hashed * (1.0 + num_hits) / (1.0 + 0.01 "
+             "* idle) - 0.002 * position\n>>>>>>> REPLACE\n")
+    with FakeLLMServer([], responder=lambda p, i: Reply("no idea" if i % 2 else reply,
+                                                        usage=(1500, 90)),
+                       max_requests=100) as srv:
+        cfg = write_config(tmp_path, srv.base_url, prices={"coder-7b": [1.0, 20.0]})
+        raw = yaml.safe_load(cfg.read_text())
+        raw["budget"] = {"max_evaluations": 200, "max_llm_usd": 0.05}
+        cfg.write_text(yaml.safe_dump(raw))
+        code, _err, store = run_cli(tmp_path, cfg, capsys)
+    run = store.get_run("llm-fail")
+    usd = llm_usage(store, run.id)["usd"]
+    stop = store.events(run.id, "budget_stop")[0].data
+    print(f"spent ${usd:.4f} of $0.05 in {llm_usage(store, run.id)['calls']} calls")
+    assert code == 0 and stop["budget"] == "max_llm_usd"
+    assert 0.8 * 0.05 <= usd <= 0.05

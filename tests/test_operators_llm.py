@@ -208,7 +208,7 @@ def test_repair_round_asks_the_budget_before_its_call():
                           context=c)
     assert isinstance(result, Rejected) and "budget" in result.reason
     assert len(prompts) == 1 and len(result.llm_calls) == 1  # the repair call was never sent
-    # the first call reserves max_tokens of reply (nothing known yet); the repair reserves
-    # by the reply just seen (50 tokens out), though its prompt is longer
-    assert len(asked) == 2 and asked[0] > 4096 * 3.0 / 1e6 and 0 < asked[1] < asked[0]
+    # the first call reserves a default reply (nothing known yet); the repair reserves by
+    # the reply just seen (50 tokens out), though its prompt is longer
+    assert len(asked) == 2 and asked[0] > 2048 * 3.0 / 1e6 and 0 < asked[1] < asked[0]
     assert asked[1] < (4096 * 3.0) / 1e6  # not max_tokens at the output price

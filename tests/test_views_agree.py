@@ -77,7 +77,7 @@ def run(tmp_path_factory):
            "budget": {"max_evaluations": 14},
            "concurrency": {"max_proposals": 2, "max_evaluations": 2}, "seed": seed}
     cfg = config_from_dict(raw, "views.yaml")
-    out, summary = launch(cfg, name="views", db=db, harness=ObjectiveHarness(db),
+    out, _summary = launch(cfg, name="views", db=db, harness=ObjectiveHarness(db),
                           operators={"fake": FakeOperator()}, runs_csv=tmp / "runs.csv",
                           progress=False)
     return {"db": db, "tmp": tmp, "out": out, "store": Store.open(db)}
