@@ -84,6 +84,7 @@ def summary_table(s: dict[str, Any]) -> str:
             ("failed at stage", ", ".join(f"{k} {v}" for k, v in
                                           sorted(s["failed_by_stage"].items())) or "-"),
             ("proposals rejected / duplicate", f"{s['proposals_rejected']} / {s['duplicates']}"),
+            *[("  rejected: " + why, n) for why, n in (s.get("rejection_reasons") or {}).items()],
             ("objective (fidelity of the best)", f"{s['objective']} ({s['fidelity'] or '-'})"),
             (f"seed {metric}", s[f"seed_{metric}"]), (f"best {metric}", s[f"best_{metric}"]),
             ("gain by the objective", f"{s['gain']:.4f}x" if s.get("gain") else None),
