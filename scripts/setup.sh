@@ -2,7 +2,8 @@
 # Set up sds from nothing: a virtual environment in .venv that sees the system's packages
 # (so a machine that already has torch, e.g. a CUDA build, keeps it), the CPU build of
 # torch where none is installed (never gigabytes of CUDA wheels on a CPU machine), then
-# sds itself in editable mode with the test and PostgreSQL extras. Idempotent and quiet.
+# sds itself in editable mode with the test, PostgreSQL and UI extras, plus any named in
+# $SDS_EXTRAS (e.g. SDS_EXTRAS=ray). Idempotent and quiet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -20,9 +21,17 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
       || "$VPY" -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-# Skip the editable install when nothing changed since the last one.
+# Optional extras on request, e.g. SDS_EXTRAS=ray (Ray tasks for evaluations: 240 MB, so
+# not by default). Skip the editable install when every extra asked for is in since the
+# last change to pyproject.toml (the stamp lists them).
+extras="dev,postgres,ui${SDS_EXTRAS:+,$SDS_EXTRAS}"
 stamp=.venv/.sds-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  "$VPY" -m pip install -q -e ".[dev,postgres,ui]"
-  touch "$stamp"
+if [ -f "$stamp" ] && [ pyproject.toml -nt "$stamp" ]; then rm -f "$stamp"; fi
+missing=""
+for e in ${extras//,/ }; do
+  grep -qxF "$e" "$stamp" 2>/dev/null || missing=1
+done
+if [ -n "$missing" ]; then
+  "$VPY" -m pip install -q -e ".[$extras]"
+  tr ',' '\n' <<<"$extras" >> "$stamp"
 fi
