@@ -13,12 +13,12 @@ from runtime_modules.slots import RuntimeSpec, SlotError
 
 __all__ = ["LLM", "EngineConfig", "ModelConfig", "RequestOutput", "RuntimeSpec",
            "SamplingParams", "SlotError"]
-_LAZY = {"EngineConfig": "runtime_modules.config", "ModelConfig": "runtime_modules.config",
-         "LLM": "runtime_modules.llm", "RequestOutput": "runtime_modules.llm",
-         "SamplingParams": "runtime_modules.sequence"}
+# name -> submodule; relative, so an exported copy of the package (sds export) loads its own
+_LAZY = {"EngineConfig": "config", "ModelConfig": "config", "LLM": "llm",
+         "RequestOutput": "llm", "SamplingParams": "sequence"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'runtime_modules' has no attribute {name!r}")
