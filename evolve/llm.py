@@ -246,6 +246,7 @@ class LLMClient:
         self._succeeded = 0  # HTTP calls that got a reply
         self._in_a_row = 0  # transport/auth failures since the last reply
         self.dead: str | None = None  # set once the endpoint is judged unusable
+        self._warned: set[tuple[str, str]] = set()  # (model, problem) already on the console
 
     def pick_model(self, rng: random.Random) -> str:
         """A model drawn by weight."""
@@ -387,14 +388,20 @@ class LLMClient:
             log.warning("%s returned no token usage; cost estimated from characters", model)
         with self._lock:
             self._recent_out.setdefault(model, deque(maxlen=16)).append(t_out)
-        error = None
+        error, hint = None, ""
         if finish == "length":
             error = f"truncated at max_tokens={s.max_tokens} (finish_reason length)"
+            hint = "raise llm.max_tokens, or ask for shorter replies"
         elif finish not in (None, "stop", "eos", "end_turn"):
             error = f"reply ended with finish_reason {finish}"
         elif not text.strip():
             error = ("empty reply (no content" + (", reasoning only" if raw.strip() else "")
                      + f", finish_reason {finish})")
+            hint = "check that the model is a chat model and that the server returns content"
+        if error and (model, error) not in self._warned:  # once: the console is not a log
+            self._warned.add((model, error))
+            log.warning("%s at %s: %s; %s", model, s.url(), error,
+                        hint or "such replies are rejected")
         return LLMCallRecord(model=model, prompt=prompt, response=raw, tokens_in=t_in,
                              tokens_out=t_out, cost_usd=s.cost(model, t_in, t_out),
                              latency_s=latency, error=error, finish_reason=finish)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,20 @@ def per_workload(metrics: dict[str, Any] | None, metric: str) -> dict[str, Any]:
         return {}
     return {str(w): m.get(metric) for w, m in sorted(per.items())
             if isinstance(m, dict) and isinstance(m.get(metric), (int, float))}
+
+
+def _reason_kind(error: str) -> str:
+    """A rejection reason without what varies between replies (rounds, numbers, quotes)."""
+    first = (error or "").splitlines()[0] if error else "unknown"
+    first = re.split(r"(?:^|; )round \d+: ", first)[-1]  # the last round's reason
+    first = re.sub(r" ?\(it begins .*|'[^']*'", "…", first)
+    return first[:100]
+
+
+def rejection_reasons(proposals: list[Any], top: int = 3) -> dict[str, int]:
+    """The most common reasons proposals were rejected, with their counts."""
+    kinds = Counter(_reason_kind(r.error or "") for r in proposals if r.status == "rejected")
+    return dict(kinds.most_common(top))
 
 
 def run_summary(store: Any, run: int | str) -> dict[str, Any]:
@@ -124,6 +140,7 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         "by_status": by_status,
         "proposals_rejected": sum(1 for r in proposals if r.status == "rejected"),
         "duplicates": sum(1 for r in proposals if r.status == "duplicate"),
+        "rejection_reasons": rejection_reasons(proposals),
         "failed_by_stage": failed_stage,
         "runtimes": len(runtimes),
         "best_runtime": best.runtime.id if best else None,

@@ -153,3 +153,30 @@ def test_the_dollar_budget_is_spent_not_reserved_away(tmp_path, capsys, fake_har
     print(f"spent ${usd:.4f} of $0.05 in {llm_usage(store, run.id)['calls']} calls")
     assert code == 0 and stop["budget"] == "max_llm_usd"
     assert 0.8 * 0.05 <= usd <= 0.05
+
+
+def test_truncated_replies_are_named_on_the_console_and_in_status(tmp_path, capsys, caplog,
+                                                                  fake_harness):
+    """Every reply cut at max_tokens: the run ends normally (the endpoint works), one
+    warning line says what to change, and `sds status` gives the reason with its count."""
+    cut = Reply("<<<<<<< SEARCH\n    return hashed * (1.0 + num", finish_reason="length",
+                usage=(1500, 512))
+    with FakeLLMServer([cut], repeat_last=True, max_requests=100) as srv:
+        cfg = write_config(tmp_path, srv.base_url, max_tokens=512)
+        raw = yaml.safe_load(cfg.read_text())
+        raw["budget"] = {"max_evaluations": 3, "max_proposals": 6}
+        cfg.write_text(yaml.safe_dump(raw))
+        code, _err, store = run_cli(tmp_path, cfg, capsys)
+    # a WARNING record: the CLI's logging prints it on stderr (pytest captures it here)
+    warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+            and "truncated at max_tokens=512" in r.getMessage()]
+    print(warn)
+    assert code == 0 and len(warn) == 1 and "raise llm.max_tokens" in warn[0]
+    assert srv.base_url in warn[0] and "coder-7b" in warn[0]
+    rows = run_evaluations(store, store.get_run("llm-fail").id, PROPOSE)
+    assert len(rows) == 6 and all(r.error == "truncated at max_tokens=512 (finish_reason "
+                                                "length)" for r in rows)
+    assert main(["status", "llm-fail", "--db", f"sqlite:///{tmp_path}/sds.db"]) == 0
+    out = capsys.readouterr().out
+    assert "rejected: truncated at max_tokens=512 (finish_reason length)" in out
+    assert out.split("rejected: truncated", 1)[1].splitlines()[0].split()[-1] == "6"
