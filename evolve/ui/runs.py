@@ -9,16 +9,16 @@ stages come from `evolve.runs_csv.run_summary`, the numbers `sds status` prints.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from evolve.cli.db import run_objective
-from evolve.population import run_runtimes
 from evolve.runs_csv import csv_row, run_summary, scored_rows
-from population_db import EvaluationRecord, NotFound, RunRecord, RuntimeRecord, Store
-from population_db.models import Evaluation, Event, Run, Runtime
+from population_db import GENETIC_ROLES, EvaluationRecord, NotFound, RunRecord, Store
+from population_db.models import Evaluation, Event, Run, Runtime, RuntimeParent
 
 BUCKETS = 10  # time windows of the operator-share chart
 
@@ -29,6 +29,34 @@ def _num(v: Any) -> float | None:
 
 def _iso(t: dt.datetime | None) -> str | None:
     return t.isoformat(sep=" ", timespec="seconds") if t else None
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A runtime as the run page needs it (no spec: a 10,000-runtime run's specs are most
+    of what reading its runtimes costs)."""
+
+    id: int
+    island: int
+    generation: int
+    operator: str
+    parents: list[tuple[int, str]] = field(default_factory=list)
+
+
+def nodes(store: Store, run_id: int) -> dict[int, Node]:
+    """The run's runtimes with their genetic parent edges, by id (two indexed queries)."""
+    with Session(store.engine) as s:
+        out = {i: Node(i, isl, gen, op) for i, isl, gen, op in s.execute(
+            select(Runtime.id, Runtime.island, Runtime.generation, Runtime.operator)
+            .where(Runtime.run_id == run_id).order_by(Runtime.id))}
+        edges = s.execute(select(RuntimeParent.child_id, RuntimeParent.parent_id,
+                                 RuntimeParent.role)
+                          .join(Runtime, Runtime.id == RuntimeParent.child_id)
+                          .where(Runtime.run_id == run_id,
+                                 RuntimeParent.role.in_(list(GENETIC_ROLES))))
+        for child, parent, role in edges:
+            out[child].parents.append((parent, role))
+    return out
 
 
 def fingerprint(store: Store, run_id: int) -> tuple[Any, ...]:
@@ -117,7 +145,7 @@ def _arms(store: Store, run_id: int) -> dict[int, str]:
 
 
 def operators(store: Store, run_id: int, finals: list[EvaluationRecord], metric: str,
-              higher: bool, runtimes: dict[int, RuntimeRecord]) -> dict[str, Any]:
+              higher: bool, runtimes: dict[int, Node]) -> dict[str, Any]:
     """Per arm (operator, and model): evaluations, passed, improved on their parent, in
     total and per time bucket (the share over time)."""
     arms = _arms(store, run_id)
@@ -149,7 +177,7 @@ def operators(store: Store, run_id: int, finals: list[EvaluationRecord], metric:
 
 
 def islands(store: Store, run_id: int, finals: list[EvaluationRecord], metric: str,
-            higher: bool, runtimes: dict[int, RuntimeRecord]) -> list[dict[str, Any]]:
+            higher: bool, runtimes: dict[int, Node]) -> list[dict[str, Any]]:
     """Per island: runtimes, evaluated, passed, best confirmed score, deepest generation,
     migrants in and out."""
     sign = 1.0 if higher else -1.0
@@ -186,7 +214,7 @@ def run_page(store: Store, run_id: int) -> dict[str, Any]:
     metric, higher = run_objective(store, str(run.id))
     finals = _finals(store, run.id)
     s = run_summary(store, run.id)
-    runtimes = {r.id: r for r in run_runtimes(store, run.id)}
+    runtimes = nodes(store, run.id)
     return {"card": run_card(store, run, s), "summary": s,
             "curve": curve(store, run, metric, higher, finals),
             "operators": operators(store, run.id, finals, metric, higher, runtimes),
