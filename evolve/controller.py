@@ -129,6 +129,7 @@ class Controller(ChildrenMixin):
         self.st = load_state(self.store, run.id)
         events = self.store.events(run.id)
         self.book = IslandBook(self, events)
+        self.replay_feedback()  # a resumed run's prompts keep their failure notes
         self.bandit, self.open_arms = restore(cfg, self.store, run.id, self.st, events)
         self.rng = random.Random(f"{cfg.seed}/{self.st.proposals}")  # fresh stream on resume
         self._usd = llm_usage(self.store, run.id)["usd"]

@@ -28,7 +28,7 @@ import math
 import random
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -54,6 +54,7 @@ from evolve.tune_study import (  # noqa: F401  (re-exported: tests and callers u
     SIM_TRIAL_STAGES,
     SLOT_LEVEL,
     TUNE_STAGES,
+    Evaluator,
     Scoring,
     TrialFailed,
     TuneResult,
@@ -67,10 +68,14 @@ from evolve.tune_study import (  # noqa: F401  (re-exported: tests and callers u
 )
 from runtime_modules.slots import RuntimeSpec, materialize, program_dir
 
+if TYPE_CHECKING:
+    from fitness.result import EvalReport
+    from population_db import RuntimeRecord, Store
+
 log = logging.getLogger(__name__)
 
 
-def materialize_spec(store: Any, spec: RuntimeSpec) -> None:
+def materialize_spec(store: Store, spec: RuntimeSpec) -> None:
     """Write every `sha256:` program of `spec` from the store to the program dir."""
     for slot, choice in spec.slots.items():
         if choice.program.startswith("sha256:"):
@@ -80,7 +85,7 @@ def materialize_spec(store: Any, spec: RuntimeSpec) -> None:
             materialize(prog.code)
 
 
-def _stage_rows(report: Any) -> list[dict[str, Any]]:
+def _stage_rows(report: EvalReport) -> list[dict[str, Any]]:
     """A report's stage results as plain data small enough for a trial's user attrs."""
     rows = []
     for s in getattr(report, "stages", None) or []:
@@ -90,7 +95,7 @@ def _stage_rows(report: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _load_runtime(store: Any, runtime_id: int) -> Any:
+def _load_runtime(store: Store, runtime_id: int) -> RuntimeRecord:
     from population_db import NotFound
     try:
         rt = store.get_runtime(int(runtime_id))
@@ -101,7 +106,7 @@ def _load_runtime(store: Any, runtime_id: int) -> Any:
     return rt
 
 
-def _storage_url(store: Any) -> str:
+def _storage_url(store: Store) -> str:
     url = getattr(store, "url", None)
     if url is None:
         url = store.engine.url.render_as_string(hide_password=False)
@@ -151,7 +156,7 @@ def _usable(value: Any, metric: str) -> bool:
     return value > 0 or not metric.endswith("tok_s")
 
 
-def _why(report: Any) -> str:
+def _why(report: EvalReport) -> str:
     """One line: the stage a report failed at, its status, and its error."""
     failed = [s for s in getattr(report, "stages", None) or [] if s.status != "passed"]
     err = failed[-1].error if failed else None
@@ -159,9 +164,9 @@ def _why(report: Any) -> str:
                     f"{err or 'no error text'}".split())
 
 
-def tune_runtime(store: Any, runtime_id: int, trials: int = 20,
+def tune_runtime(store: Store, runtime_id: int, trials: int = 20,
                  workload: str = DEFAULT_WORKLOAD, study_name: str | None = None, seed: int = 0,
-                 harness: Any = None, timeout_s: float | None = None, *,
+                 harness: Evaluator | None = None, timeout_s: float | None = None, *,
                  stages: tuple[str, ...] | None = None, model: str | None = None,
                  device: str | None = None, heartbeat_s: int | None = 30,
                  progress: bool = True, metric: str | None = None,
@@ -287,9 +292,9 @@ def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], float], t
     bar.close()
 
 
-def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: list[Param],
+def _finish(store: Store, study: optuna.Study, rt: RuntimeRecord, spec: RuntimeSpec, space: list[Param],
             workload: str, device: str, trials: int, scoring: Scoring,
-            harness: Any) -> TuneResult:
+            harness: Evaluator) -> TuneResult:
     """Record the best trial as a child runtime (once per best trial) and summarize.
 
     In sim, the best is first confirmed on the real engine (once per best trial: a failed
@@ -340,7 +345,7 @@ def _finish(store: Any, study: optuna.Study, rt: Any, spec: RuntimeSpec, space: 
     return TuneResult(runtime_id=child.id, **found, **base, **confirmed)
 
 
-def _record_child(store: Any, rt: Any, tuned: dict[str, Any], rows: list[Any],
+def _record_child(store: Store, rt: RuntimeRecord, tuned: dict[str, Any], rows: list[Any],
                   extra: dict[str, Any], device: str, artifacts: dict[str, Any]) -> Any:
     """The tuned runtime as a child of `rt`, with the best trial's stage results."""
     child = store.add_runtime(rt.run_id, tuned, island=getattr(rt, "island", 0) or 0,
@@ -358,7 +363,7 @@ def _record_child(store: Any, rt: Any, tuned: dict[str, Any], rows: list[Any],
 
 
 def _confirm(study: optuna.Study, trial: int, tuned: dict[str, Any], spec: RuntimeSpec,
-             scoring: Scoring, harness: Any) -> dict[str, Any]:
+             scoring: Scoring, harness: Evaluator) -> dict[str, Any]:
     """The sim best on the real engine: its stage rows, tok/s and ratio, or `error`.
 
     A failure is stored in the study for this trial and workload, so a resumed study with the

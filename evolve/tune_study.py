@@ -14,14 +14,26 @@ import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 
 from evolve.tune_space import TuneError
 
+if TYPE_CHECKING:
+    from fitness.result import EvalReport
+
 log = logging.getLogger(__name__)
+
+
+class Evaluator(Protocol):
+    """What tuning needs from a harness (fitness.Harness, or a fake in tests)."""
+
+    def evaluate(self, spec: Any, *, stages: tuple[str, ...], workload: str,
+                 model: str | None, baseline: Any) -> EvalReport:
+        """Run `spec` through `stages` on `workload`, against `baseline` where it is timed."""
+        ...
 
 DEFAULT_WORKLOAD = "nanovllm-bench-cpu"
 METRIC = "tok_s"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from population_db import Store
 
 from evolve.cli.common import (
     CheckFailed,
@@ -21,7 +24,7 @@ from evolve.cli.common import (
 )
 
 
-def open_store(args: argparse.Namespace) -> Any:
+def open_store(args: argparse.Namespace) -> Store:
     """The existing store at --db (tuning reads a runtime from it), or a UsageError."""
     return open_db(db_url(args), create=False)
 
