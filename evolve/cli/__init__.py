@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import traceback
 
 from evolve.cli.common import CheckFailed, Parser, UsageError, one_line
 
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None, verbs: tuple[str, ...] = VERB_MODULES) -
         line = bad_input(e)
         if line is None:
             raise
+        if args.verbose:  # where it came from, for a report: -v shows the traceback too
+            traceback.print_exc()
         print(f"sds {args.verb}: {line}", file=sys.stderr)
         return 2
 
