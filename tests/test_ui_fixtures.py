@@ -67,9 +67,9 @@ def build(path: Path | str, runtimes: int = 200, seed: int = 7) -> UIData:
         store.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ui_data(tmp_path_factory: pytest.TempPathFactory) -> UIData:
-    """The UI test database, once per test module."""
+    """The UI test database, once per session (tests add rows only to the live run)."""
     return build(tmp_path_factory.mktemp("ui") / "sds.db")
 
 
