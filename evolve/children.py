@@ -167,6 +167,8 @@ class ChildrenMixin:
                 "parent_runtime": parent.runtime_id, "llm_calls": calls,
                 "recorded_on": "the parent's program"}
         if isinstance(result, Rejected):
+            arts["fixable"] = result.fixable  # for the prompts' feedback, also on resume
+            arts["island"] = island
             self._record_proposal("rejected", parent_prog, result.reason, arts)
             if result.fixable:
                 self.feedback.rejected(island, slot, op_name, result.reason)
@@ -251,6 +253,24 @@ class ChildrenMixin:
                 self._code_cache[ref] = slot_code(self.store, slot, ref)
             codes[slot] = self._code_cache[ref]
         self.feedback.child_failed(m.island, codes, error, artifacts)
+
+    def replay_feedback(self) -> None:
+        """Rebuild the prompts' failure notes from the database, oldest first (a resumed
+        run): failed children's code and fixable rejected replies."""
+        rows = [r for rid, r in self.st.full_rows.items()
+                if r.status not in ("passed", "pending", "running") and r.runtime_id == rid
+                and rid != self.st.seed_runtime_id and rid in self.st.members]
+        rows += [r for r in self.store.evaluations(run=self.run_id, stage=PROPOSE,
+                                                   status="rejected")
+                 if (r.artifacts or {}).get("fixable") and (r.artifacts or {}).get("slot")]
+        for r in sorted(rows, key=lambda r: r.id):
+            a = r.artifacts or {}
+            if r.stage == PROPOSE:
+                self.feedback.rejected(int(a.get("island", 0)), a["slot"],
+                                       str(a.get("operator", "")), r.error or "")
+            else:
+                self.note_parent_code(r.runtime_id)
+                self.note_failure(r.runtime_id, r.error or r.status, a)
 
     def note_parent_code(self, runtime_id: int) -> None:
         """Remember, for the harness's EVOLVE-BLOCK check, the parent's code of each target

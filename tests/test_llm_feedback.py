@@ -140,3 +140,17 @@ def test_prompts_show_this_slots_fixable_failures_and_duplicates_only(tmp_path):
     for p in sched:
         assert "BOOM" not in p and "SEARCH text is not in the code" not in p
     assert out.evaluations == 3  # the seed, the BOOM child, the good child once
+
+    # resumed, the run's first prompt for the slot still carries what failed before
+    plan["cache_policy"] = ["no blocks, just talk"]
+    with FakeLLMServer([], responder=respond, max_requests=30) as srv:
+        cfg = config_from_dict({**raw, "llm": {**raw["llm"], "base_url": srv.base_url},
+                                "budget": {"max_evaluations": 8}}, "feedback.yaml")
+        launch(cfg, name="fb", db=db, harness=BoomHarness(db), runs_csv=None,
+               progress=False)
+        resumed = [p for p in srv.prompts() if re.search(r"fills the\s+`cache_policy`", p)]
+    assert resumed
+    again = resumed[0].split("## Recent failed attempts on this slot", 1)[1]
+    assert "failed stage `contract` on workload `w1`: ZeroDivisionError" in again
+    assert "was rejected: SEARCH/REPLACE block 1: the SEARCH text is not in the code" in again
+    assert "HTTP 500" not in again.split("## Strong")[0]
