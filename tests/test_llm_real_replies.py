@@ -206,3 +206,27 @@ def test_a_repair_round_goes_to_the_same_model():
         sent = [r["body"]["model"] for r in srv.requests]
         assert len(sent) == 2 and sent[0] == sent[1], (seed, sent)
         assert isinstance(result, Proposal) and "repair" in result.note
+
+
+# --------------------------------------------------------------- 3. dead endpoints, client
+
+def test_403_first_is_fatal_at_once_and_later_calls_are_not_sent():
+    with FakeLLMServer([Reply(status=403), Reply(GOOD)]) as srv:
+        client = LLMClient(LLMSettings.from_dict(llm(srv.base_url, retries=2)))
+        first = client.chat("p", random.Random(0))
+        second = client.chat("p", random.Random(0))
+        sent = len(srv.requests)
+    assert first.fatal and "answered HTTP 403 to the first call" in first.fatal
+    assert srv.base_url in first.fatal and "(model m1)" in first.fatal
+    assert second.fatal == first.fatal and second.calls == () and sent == 1
+
+
+def test_auth_failures_after_a_success_count_toward_the_limit_only():
+    script = [Reply(GOOD)] + [Reply(status=401)] * 3
+    with FakeLLMServer(script) as srv:
+        client = LLMClient(LLMSettings.from_dict(llm(srv.base_url,
+                                                     max_consecutive_failures=3)))
+        results = [client.chat("p", random.Random(0)) for _ in range(4)]
+    assert results[0].text and [r.fatal is not None for r in results] == [False, False,
+                                                                          False, True]
+    assert "failed 3 calls in a row" in results[3].fatal and "HTTP 401" in results[3].fatal
