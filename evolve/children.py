@@ -165,6 +165,7 @@ class ChildrenMixin:
         parent_prog = self._program_id(slot, self._ref(parent, slot))
         arts = {"operator": op_name, "arm": arm, "usd": usd, "slot": slot,
                 "parent_runtime": parent.runtime_id, "llm_calls": calls,
+                "finish_reasons": [c.finish_reason for c in result.llm_calls],
                 "recorded_on": "the parent's program"}
         if isinstance(result, Rejected):
             arts["fixable"] = result.fixable  # for the prompts' feedback, also on resume

@@ -176,6 +176,7 @@ def test_truncated_replies_are_named_on_the_console_and_in_status(tmp_path, caps
     rows = run_evaluations(store, store.get_run("llm-fail").id, PROPOSE)
     assert len(rows) == 6 and all(r.error == "truncated at max_tokens=512 (finish_reason "
                                                 "length)" for r in rows)
+    assert all(r.artifacts["finish_reasons"] == ["length"] for r in rows)  # recorded
     assert main(["status", "llm-fail", "--db", f"sqlite:///{tmp_path}/sds.db"]) == 0
     out = capsys.readouterr().out
     assert "rejected: truncated at max_tokens=512 (finish_reason length)" in out
