@@ -18,6 +18,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from fitness.static import check_static
 from runtime_modules.slots import check_evolve_blocks
 
 SEARCH, DIVIDER, REPLACE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
@@ -241,8 +242,6 @@ def check_child(parent_code: str, child_code: str, slot: str | None = None) -> N
     if child_code.strip() == parent_code.strip():
         raise EditError("no change: the child is identical to the parent")
     if slot is not None:
-        from fitness.static import check_static
-
         res = check_static(slot, child_code)
         if not res.ok:
             raise EditError(f"static check: {res.error}",
