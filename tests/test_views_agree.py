@@ -160,3 +160,36 @@ def test_lineage_labels_seed_programs_and_skips_duplicate_rows(run, capsys):
     assert main(["lineage", f"p{pid}", "--db", db]) == 0
     tree = capsys.readouterr().out
     assert "[seed]" in tree and "propose duplicate" not in tree and "[eval]" not in tree
+
+
+def test_a_lower_is_better_objective_reads_the_same_everywhere(tmp_path, capsys):
+    rng = random.Random()
+    db = f"sqlite:///{tmp_path}/min.db"
+    store = Store.open(db)
+    run, _ = store.get_or_create_run("min", {"selection": {"objectives": ["peak_mem:min"]},
+                                             "operators": {"literal": 1},
+                                             "budget": {"max_evaluations": 6}})
+    spec = {"slots": {"scheduler": {"program": "seed:scheduler/fcfs"}}, "engine": {}}
+    mems = {}
+    for i in range(6):
+        rt = store.add_runtime(run.id, {**spec, "engine": {"max_num_seqs": 8 + i}},
+                               operator="seed" if i == 0 else "literal")
+        if i == 3:
+            store.add_evaluation(stage="full", status="failed", runtime_id=rt.id,
+                                 run_id=run.id, error="contract: budget exceeded")
+            continue
+        mems[rt.id] = rng.uniform(1e6, 9e6)
+        store.add_evaluation(stage="full", status="passed", runtime_id=rt.id, run_id=run.id,
+                             metrics={"peak_mem": mems[rt.id], "tok_s": rng.uniform(1, 9)})
+    seed = min(mems)  # the first runtime
+    best_rt = min(mems, key=mems.get)
+    status = cli_json(capsys, "status", "min", "--db", db)
+    assert status["best_runtime"] == best_rt and status["evaluations"] == 6
+    assert status["gain"] == pytest.approx(mems[seed] / mems[best_rt])  # >= 1: better
+    (runs,) = cli_json(capsys, "runs", "--db", db)
+    assert runs["best_runtime"] == f"r{best_rt}" and runs["objective"] == "peak_mem:min"
+    board = cli_json(capsys, "leaderboard", "min", "--db", db)
+    assert board[0]["runtime"] == f"r{best_rt}"
+    _, (curve,) = compare_runs(store, ["min"])
+    assert curve.best[-1] == mems[best_rt] and curve.best == sorted(curve.best, reverse=True)
+    assert curve.n[-1] == 6
