@@ -98,7 +98,7 @@ class FakeLLMServer:
                             try:
                                 reply = server.responder(_user_text(body),
                                                          len(server.requests) - 1)
-                            except Exception as e:  # a test bug: say so in the reply
+                            except Exception as e:  # noqa: BLE001 - a test's bug: a reply
                                 reply = Reply(status=500, body=json.dumps({"error": {
                                     "message": f"fake server responder: {e!r}"}}))
                         server._last = reply or server._last
