@@ -195,7 +195,8 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
              timing: dict[str, float] | None = None,
              max_modeled_s: float | None = None,
              max_steps: int | None = None,
-             bandwidth: float | None = None) -> dict[str, Any]:
+             bandwidth: float | None = None,
+             features: bool = False) -> dict[str, Any]:
     """Run `workload` with `spec` in simulation on the modeled clock; metrics and counters.
 
     `modeled_tok_s` is output tokens over the makespan (first arrival to last finish on the
@@ -203,13 +204,15 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
     timestamps is bounded by its arrivals and its latencies tell policies apart.
     `real=True` drives the real model the same way (same clock, same stops); `timing`, if
     given, receives the wall seconds of the drive (`wall_s`, engine build excluded), kept
-    out of the metrics so that they stay deterministic. `max_modeled_s` stops a run whose
+    out of the metrics so that they stay deterministic. `features=True` adds the typical
+    magnitude of each evolvable function's arguments and result (`feat:*`, see
+    fitness/features.py). `max_modeled_s` stops a run whose
     modeled clock passes it, `max_steps` one that takes more engine steps (`SimTooSlow`): a
     policy far slower than its baseline need not be simulated to the end.
     Example:
         simulate({"slots": {}}, get_workload("shared-prefix"))["modeled_tok_s"]
     """
-    from fitness.costmodel import QWEN3_0_6B, WORK_COUNTERS, CostMeter, device_profile
+    from fitness.costmodel import device_profile
 
     prof = device_profile(device)
     if bandwidth:  # a copy bandwidth measured on the machine (`sds bench`), bytes/s
@@ -218,6 +221,28 @@ def simulate(spec: Any, workload: Workload, device: str = "h100",
                                 model, real)
     if on_llm is not None:
         on_llm(llm)
+    probe = None
+    if features:
+        from fitness.features import FeatureProbe
+        probe = FeatureProbe()
+        probe.attach(list(llm.slot_modules.values()))
+    try:
+        metrics = _drive(llm, runner, workload, prof, slo_ttft_s, slo_tpot_s, timing,
+                         max_modeled_s, max_steps)
+    finally:
+        if probe is not None:
+            probe.detach()
+    if probe is not None:
+        metrics.update(probe.scales())
+    return metrics
+
+
+def _drive(llm: Any, runner: Any, workload: Workload, prof: Any, slo_ttft_s: float,
+           slo_tpot_s: float, timing: dict[str, float] | None, max_modeled_s: float | None,
+           max_steps: int | None) -> dict[str, Any]:
+    """Drive the built engine through the workload on the modeled clock (see `simulate`)."""
+    from fitness.costmodel import QWEN3_0_6B, WORK_COUNTERS, CostMeter
+
     meter = CostMeter(QWEN3_0_6B, prof)
     idle = [0.0]  # modeled seconds with nothing to run (waiting for arrivals)
     engine = llm.engine
@@ -322,7 +347,8 @@ def run_sim_stage(ctx: Any) -> Any:
         m = simulate(ctx.spec, wl, device=o["sim_device"], memory_gb=o["sim_memory_gb"],
                      utilization=o["sim_gpu_memory_utilization"], slo_ttft_s=o["slo_ttft_s"],
                      slo_tpot_s=o["slo_tpot_s"], on_llm=check, max_modeled_s=limit,
-                     max_steps=max_steps, bandwidth=o["sim_bandwidth"])
+                     max_steps=max_steps, bandwidth=o["sim_bandwidth"],
+                     features=bool(ctx.options.get("sim_features", True)))
     except _NotLoaded:
         return StageResult("sim", "rejected", {}, why[0])
     except SimTooSlow as e:

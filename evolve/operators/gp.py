@@ -27,6 +27,7 @@ from evolve.operators import gp_tree
 from evolve.operators.base import MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.operators.options import check_keys, number
+from fitness.features import scales_of
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class GPOperator:
         targets = gp_tree.find_targets(parent)
         target = targets[0] if len(targets) == 1 else rng.choice(targets)  # one decision
         pset = gp_tree.primitive_set(target.args)
+        scales = scales_of(ctx.parent.metrics, target.function)
         with _DEAP_LOCK:
             tree = gp_tree.to_tree(target.expr, pset)
             other = self._other_tree(ctx, target, pset)
@@ -78,7 +80,7 @@ class GPOperator:
         last = "no variation changed the expression"
         for _ in range(self.attempts):
             with _DEAP_LOCK:
-                child, how = self._vary(tree, other, pset, rng)
+                child, how = self._vary(tree, other, pset, rng, scales)
             if str(child) == parent_key:
                 continue
             if child.height > height_limit:
@@ -115,7 +117,8 @@ class GPOperator:
         return gp_tree.to_tree(t2.expr, pset)
 
     def _vary(self, tree: gp.PrimitiveTree, other: gp.PrimitiveTree | None,
-              pset: gp.PrimitiveSet, rng: random.Random) -> tuple[gp.PrimitiveTree, str]:
+              pset: gp.PrimitiveSet, rng: random.Random,
+              scales: dict[str, float] | None = None) -> tuple[gp.PrimitiveTree, str]:
         """One DEAP variation of a copy of `tree`, drawing only from `rng` (caller holds lock)."""
         saved = gp.random
         gp.random = rng  # deap.gp calls random.choice/randint/...: give it ours
@@ -127,7 +130,7 @@ class GPOperator:
                 return child, "cxOnePoint"
             how = rng.choice(self.mutations)
             if how == "add_term":
-                return _add_term(child, pset, rng), "mut_add_term"
+                return _add_term(child, pset, rng, scales or {}), "mut_add_term"
             if how == "uniform":
                 (child,) = gp.mutUniform(child, expr=lambda pset, type_: gp.genFull(
                     pset, min_=0, max_=2, type_=type_), pset=pset)
@@ -142,20 +145,36 @@ class GPOperator:
             gp.random = saved
 
 
-def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet,
-              rng: random.Random) -> gp.PrimitiveTree:
-    """`expr + c * arg`: one more feature, weighted by a fresh constant (log-uniform
-    magnitude 1e-3..10, either sign). Subtree mutations rarely bring in an argument the
-    expression lacks with a weight large enough to matter; this does it in one step, and
-    `ephemeral` / the literal operator then tune the weight."""
+def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
+              scales: dict[str, float]) -> gp.PrimitiveTree:
+    """`expr + c * arg`: one more feature, weighted by a fresh constant. Subtree mutations
+    rarely bring in an argument the expression lacks with a weight large enough to matter;
+    this does it in one step, and `ephemeral` / the literal operator then tune the weight.
+
+    With the parent's measured scales (`feat:*` metrics of its `sim` run, see
+    fitness/features.py) the weight is `±10^U(-1, 1) * scale(result) / scale(arg)`: the
+    new term is a tenth to ten times the size of the expression it joins, so it changes
+    decisions without always drowning the rest. Without them (or for a feature that was
+    always 0), a log-uniform magnitude 1e-3..10, either sign."""
     args = list(pset.arguments)
     used = {node.name for node in tree if isinstance(node, gp.Terminal)}
     fresh = [a for a in args if a not in used]
     # mostly a feature the expression does not use yet: that is what subtrees rarely add
     arg = rng.choice(fresh if fresh and rng.random() < 0.75 else args)
-    const = gp_tree.random_constant()
+    const = _scaled_constant(scales, arg, rng)
     src = f"({gp_tree.render(tree)}) + {const!r} * {arg}"
     return gp_tree.to_tree(ast.parse(src, mode="eval").body, pset)
+
+
+def _scaled_constant(scales: dict[str, float], arg: str, rng: random.Random) -> float:
+    """A weight for `arg` sized by the measured scales (see `_add_term`), 3 digits."""
+    s_arg = scales.get(arg, 0.0)
+    if not s_arg > 0:
+        return gp_tree.random_constant()
+    s_out = scales.get("return", 0.0)
+    s_out = s_out if s_out > 0 else 1.0  # a result that was always 0: unit size
+    value = rng.choice((-1.0, 1.0)) * 10 ** rng.uniform(-1, 1) * s_out / s_arg
+    return float(f"{value:.3g}")
 
 
 def _probe(expr: str, args: tuple[str, ...], probes: list[list[float]]) -> str | None:

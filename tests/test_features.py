@@ -1,0 +1,98 @@
+"""Feature scales: what the evolvable functions see in a simulation, and what gp does with it."""
+
+from __future__ import annotations
+
+import ast
+import math
+import random
+import types
+
+from evolve.operators import Candidate, MutationContext, make_operator
+from evolve.operators.gp import _scaled_constant
+from fitness.features import FeatureProbe, scales_of
+from fitness.sim import simulate
+from fitness.workloads import get_workload
+
+SEED = {"slots": {"scheduler": {"program": "seed:scheduler/policy"},
+                  "cache_policy": {"program": "seed:cache_policy/aware"}}}
+
+PRIORITY = '''"""fixture"""
+GP_TARGET = "priority"
+
+
+def priority(wait_steps, cached, rare) -> float:
+    """Higher first."""
+    # EVOLVE-BLOCK-START
+    return wait_steps
+    # EVOLVE-BLOCK-END
+'''
+
+
+def test_probe_records_mean_magnitudes_and_restores_the_function():
+    mod = types.ModuleType("m")
+    exec(PRIORITY, mod.__dict__)
+    original = mod.priority
+    probe = FeatureProbe(every=1)
+    probe.attach([mod])
+    assert mod.priority is not original
+    for i in range(10):  # cached is -1000 on every call, rare nonzero once
+        assert mod.priority(float(i), -1000.0, 50.0 if i == 3 else 0.0) == float(i)
+    probe.detach()
+    assert mod.priority is original
+    s = probe.scales()
+    assert s["feat:priority:cached"] == 1000.0
+    assert s["feat:priority:wait_steps"] == 4.5
+    assert s["feat:priority:rare"] == 5.0  # a mean: a mostly-0 feature still has a scale
+    assert s["feat:priority:return"] == 4.5
+    assert scales_of(s, "priority") == {"wait_steps": 4.5, "cached": 1000.0, "rare": 5.0,
+                                        "return": 4.5}
+
+
+def test_sim_reports_scales_without_changing_the_result():
+    wl = get_workload("kv-pressure-cpu")  # preempts: `victim` is called too
+    plain = simulate(SEED, wl, model="tiny")
+    probed = simulate(SEED, wl, model="tiny", features=True)
+    feats = {k: v for k, v in probed.items() if k.startswith("feat:")}
+    assert {k: v for k, v in probed.items() if not k.startswith("feat:")} == plain
+    # the policy seed's four decisions and the cache score were all seen
+    for fn in ("priority", "defer", "victim", "reserve", "score"):
+        assert f"feat:{fn}:return" in feats, (fn, sorted(feats))
+    assert plain["work_preemptions"] > 0
+    assert feats["feat:priority:prompt_len"] > 10
+    assert feats["feat:reserve:total"] == plain["num_kv_blocks"]  # read at every admission
+    # the probe is gone: a second plain run agrees
+    assert simulate(SEED, wl, model="tiny") == plain
+
+
+def test_scaled_constant_sizes_the_new_term_like_the_expression():
+    rng = random.Random(7)
+    scales = {"wait_steps": 100.0, "cached": 2000.0, "return": 100.0, "never": 0.0}
+    weights = [_scaled_constant(scales, "cached", rng) for _ in range(400)]
+    terms = [abs(w) * 2000.0 / 100.0 for w in weights]  # term size / expression size
+    assert all(0.099 <= t <= 10.1 for t in terms), (min(terms), max(terms))
+    assert 0.3 < sum(w > 0 for w in weights) / len(weights) < 0.7
+    logs = sorted(math.log10(t) for t in terms)
+    assert abs(logs[len(logs) // 2]) < 0.2  # log-uniform around 1
+    # no scale for the feature: the unscaled draw (1e-3..10)
+    other = [abs(_scaled_constant(scales, "never", rng)) for _ in range(200)]
+    assert min(other) < 0.01 and max(other) > 1
+
+
+def test_gp_add_term_uses_the_parents_measured_scales():
+    metrics = {"feat:priority:wait_steps": 50.0, "feat:priority:cached": 5000.0,
+               "feat:priority:rare": 0.0, "feat:priority:return": 50.0}
+    op = make_operator("gp", {"mutations": ["add_term"]})
+    seen = 0
+    for seed in range(40):
+        parent = Candidate(1, 1, "scheduler", PRIORITY, {"slots": {}}, metrics)
+        out = op.propose(MutationContext(slot="scheduler", contract="", parent=parent,
+                                         rng=random.Random(seed)))
+        assert out.code, out
+        expr = out.note.split(": ", 1)[1]
+        tree = ast.parse(expr, mode="eval").body
+        assert isinstance(tree, ast.BinOp) and isinstance(tree.right, ast.BinOp)
+        if ast.unparse(tree.right.right) == "cached":
+            seen += 1
+            weight = ast.literal_eval(ast.unparse(tree.right.left))
+            assert 0.099 * 50 / 5000 <= abs(weight) <= 10.1 * 50 / 5000, expr
+    assert seen >= 5
