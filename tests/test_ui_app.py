@@ -147,6 +147,8 @@ def test_run_api_and_compare_csv(client: FlaskClient, ui_data: UIData) -> None:
     arms = d["operators"]["arms"]
     assert "llm-diff@model-a" in arms and "gp" in arms
     assert sum(sum(b.values()) for b in d["operators"]["buckets"]) == d["summary"]["evaluations"]
+    assert sum(sum(b.values()) for b in d["operators"]["passed"]) == d["summary"]["by_status"][
+        "passed"]
     assert {i["island"] for i in d["islands"]} == {0, 1, 2, 3}
     csv_text = client.get(f"/compare.csv?run={ui_data.run}&run={ui_data.live_run}").text
     lines = csv_text.strip().splitlines()

@@ -119,6 +119,7 @@ def test_run_page_draws_curves_and_polls_a_live_run(browser: webdriver.Chrome, b
         assert browser.find_elements(By.CSS_SELECTOR, f"#{chart} path.best")
         assert len(browser.find_elements(By.CSS_SELECTOR, f"#{chart} circle")) > 100
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-stage rect")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-success path.best")) >= 4
     assert len(browser.find_elements(By.CSS_SELECTOR, "#islands-table tbody tr")) == 4
     assert "llm-diff@model-a" in browser.find_element(By.ID, "ops-table").text
     assert browser.find_element(By.ID, "live").get_attribute("hidden") is not None

@@ -154,7 +154,8 @@ def operators(store: Store, run_id: int, finals: list[EvaluationRecord], metric:
     names: list[str] = []
     total: dict[str, dict[str, int]] = {}
     size = max(1, -(-len(finals) // BUCKETS))
-    buckets: list[dict[str, int]] = []
+    buckets: list[dict[str, int]] = []  # evaluations per arm in each time window
+    passed: list[dict[str, int]] = []  # of which passed
     for i, r in enumerate(finals):
         rt = runtimes.get(r.runtime_id)
         if rt is None:
@@ -172,8 +173,11 @@ def operators(store: Store, run_id: int, finals: list[EvaluationRecord], metric:
         t["improved"] += v is not None and pv is not None and sign * v > sign * pv
         if i // size >= len(buckets):
             buckets.append({})
+            passed.append({})
         buckets[-1][arm] = buckets[-1].get(arm, 0) + 1
-    return {"arms": names, "total": total, "buckets": buckets, "bucket_size": size}
+        passed[-1][arm] = passed[-1].get(arm, 0) + (v is not None)
+    return {"arms": names, "total": total, "buckets": buckets, "passed": passed,
+            "bucket_size": size}
 
 
 def islands(store: Store, run_id: int, finals: list[EvaluationRecord], metric: str,

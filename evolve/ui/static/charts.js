@@ -32,7 +32,8 @@ const sdsChart = (() => {
   function lines(box, series, opts) {
     const all = series.flatMap(s => s.x.map((x, i) => [x, s.y[i]]).concat(s.points || []));
     if (!all.length) return empty(box, opts.empty || "no data yet");
-    const w = 640, h = 260, m = {l: 58, r: 12, t: 10, b: 36};
+    const keyed = series.length > 1 || opts.legend;  // a legend to the right of the plot
+    const w = 640, h = 260, m = {l: 58, r: keyed ? 150 : 12, t: 10, b: 36};
     const root = frame(box, w, h, m);
     let [x0, x1] = [Math.min(...all.map(p => p[0])), Math.max(...all.map(p => p[0]))];
     let [y0, y1] = [Math.min(...all.map(p => p[1])), Math.max(...all.map(p => p[1]))];
@@ -61,16 +62,18 @@ const sdsChart = (() => {
       }
       if (s.x.length) {
         let d = `M${X(s.x[0])},${Y(s.y[0])}`;
-        for (let i = 1; i < s.x.length; i++) d += `H${X(s.x[i])}V${Y(s.y[i])}`;
+        for (let i = 1; i < s.x.length; i++) {
+          d += opts.linear ? `L${X(s.x[i])},${Y(s.y[i])}` : `H${X(s.x[i])}V${Y(s.y[i])}`;
+        }
         g.appendChild(svg("path", {d: d, fill: "none", stroke: color, "stroke-width": 2, class: "best"}));
       }
     });
-    if (series.length > 1 || opts.legend) {
+    if (keyed) {
       series.forEach((s, k) => {
-        const y = m.t + 12 + 14 * k;
-        root.appendChild(svg("rect", {x: m.l + 8, y: y - 9, width: 10, height: 10,
+        const y = m.t + 12 + 16 * k, x = w - m.r + 12;
+        root.appendChild(svg("rect", {x: x, y: y - 9, width: 10, height: 10,
                                       fill: s.color || PALETTE[k % PALETTE.length]}));
-        root.appendChild(svg("text", {x: m.l + 22, y: y}, s.name));
+        root.appendChild(svg("text", {x: x + 14, y: y}, s.name));
       });
     }
   }

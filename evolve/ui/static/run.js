@@ -33,6 +33,14 @@
     const ops = d.operators;
     sdsChart.stacked(document.getElementById("chart-ops"), ops.buckets, ops.arms,
       {xlabel: `time window (${ops.bucket_size} evaluations each)`});
+    const rate = ops.arms.filter(a => ops.total[a].evaluations >= 5).map(a => {
+      const x = [], y = [];
+      ops.buckets.forEach((b, i) => { if (b[a]) { x.push(i + 1); y.push(100 * (ops.passed[i][a] || 0) / b[a]); } });
+      return {name: a, x: x, y: y, color: sdsChart.PALETTE[ops.arms.indexOf(a) % sdsChart.PALETTE.length]};
+    });
+    sdsChart.lines(document.getElementById("chart-success"), rate,
+      {xlabel: `time window (${ops.bucket_size} evaluations each)`, ylabel: "passed (%)",
+       legend: true, linear: true, empty: "no evaluations yet"});
     const rows = ops.arms.map(a => ({arm: a, ...ops.total[a]}));
     const pct = (a, b) => b ? `${(100 * a / b).toFixed(0)}%` : "–";
     document.getElementById("ops-table").replaceChildren(sds.table([
