@@ -1,7 +1,15 @@
 """Choosing each proposal's operator (and LLM model) by a bandit over improvement per cost.
 
 An arm is an operator (`gp`, `literal`, ...) or, for an LLM operator when `llm.models` names
-several, that operator with one model (`llm-diff@gpt-4o-mini`). A pull is one proposal,
+several, that operator with one model (`llm-diff@gpt-4o-mini`). With `search.targets` (the
+default), an operator that can be aimed (`gp`, `literal`: FOCUSABLE) has one arm per
+evolvable function of each target slot (`gp#scheduler.priority`, `literal#cache_policy.score`;
+the functions are the seed program's GP_TARGET names, `gp#<slot>` for a slot with none): the
+bandit then learns *where* a change pays, not only *how*. Most of a policy's functions change
+nothing on a given workload (a preemption victim where nothing is preempted), and choosing
+the function uniformly spent most proposals there. The operator's weight is split evenly over
+the target slots and then over each slot's functions, so with the bandit off (random
+sampling) the operator and slot are drawn exactly as without targets. A pull is one proposal,
 settled when its outcome is known: a rejection or a duplicate at once, a child when its
 evaluation lands. Its gain is the child's relative improvement on its parent in the first
 objective, max(0, sign * (child - parent) / |parent|): 0 for a rejection, a duplicate, a
@@ -43,6 +51,8 @@ from evolve.selection import fitness_values
 
 MIN_COST_S = 0.1  # a cost floor, so a near-free lucky pull cannot dwarf every other reward
 ARM_SEP = "@"  # operator@model
+TARGET_SEP = "#"  # operator#slot.function
+FOCUSABLE = ("gp", "literal")  # operators that take MutationContext.focus
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,11 @@ class ArmStatus:
     probability: float  # chance that the next proposal uses this arm
 
 
-def run_arms(cfg: RunConfig) -> dict[str, float]:
+def run_arms(cfg: RunConfig, targets: dict[str, list[str]] | None = None) -> dict[str, float]:
     """Arm -> weight: each operator's weight; an LLM operator's split over `llm.models` when
-    it names several (unless the operator brings its own `llm` settings)."""
+    it names several (unless the operator brings its own `llm` settings); a FOCUSABLE
+    operator's split over `targets` ({slot: [function, ...]}, see `search_targets`) when
+    given."""
     models = {m: w for m, w in cfg.llm.models.items() if w > 0}
     total = sum(models.values())
     out: dict[str, float] = {}
@@ -82,14 +94,55 @@ def run_arms(cfg: RunConfig) -> dict[str, float]:
             continue
         if name.startswith("llm") and len(models) > 1 and "llm" not in oc.options:
             out.update({f"{name}{ARM_SEP}{m}": oc.weight * w / total for m, w in models.items()})
+        elif targets and name in FOCUSABLE:
+            for slot, fns in targets.items():
+                share = oc.weight / len(targets)
+                for fn in fns or [""]:
+                    out[target_arm(name, slot, fn)] = share / max(len(fns), 1)
         else:
             out[name] = oc.weight
     return out
 
 
+def target_arm(operator: str, slot: str, function: str = "") -> str:
+    """`gp#scheduler.priority` (or `gp#scheduler` without a function)."""
+    return f"{operator}{TARGET_SEP}{slot}" + (f".{function}" if function else "")
+
+
 def operator_of(arm: str) -> str:
-    """The operator name of an arm (`llm-diff@m` -> `llm-diff`)."""
-    return arm.split(ARM_SEP, 1)[0]
+    """The operator name of an arm (`llm-diff@m` -> `llm-diff`, `gp#s.f` -> `gp`)."""
+    return arm.split(ARM_SEP, 1)[0].split(TARGET_SEP, 1)[0]
+
+
+def target_of(arm: str) -> tuple[str | None, str | None]:
+    """(slot, function) an arm aims at, (None, None) for an arm without a target."""
+    if TARGET_SEP not in arm:
+        return None, None
+    slot, _, fn = arm.split(TARGET_SEP, 1)[1].partition(".")
+    return slot, fn or None
+
+
+def search_targets(cfg: RunConfig, store: Any) -> dict[str, list[str]] | None:
+    """{slot: GP_TARGET functions of the seed program} for the run's target slots, or None
+    when `search.targets` is off. A seed that cannot be read gives its slot no functions."""
+    if not cfg.search.targets:
+        return None
+    from evolve.operators.gp_tree import GPError, target_names
+    from evolve.population import slot_code
+
+    try:
+        spec = cfg.seed_spec(cfg.evaluation.device if cfg.evaluation.device in ("cpu", "cuda")
+                             else "cpu").to_dict()
+    except Exception:  # noqa: BLE001 - a bad seed is the seed evaluation's error to report
+        return None
+    out: dict[str, list[str]] = {}
+    for slot in cfg.target.slots:
+        choice = (spec.get("slots") or {}).get(slot) or {}
+        try:
+            out[slot] = list(target_names(slot_code(store, slot, str(choice.get("program")))))
+        except (GPError, OSError, LookupError, ValueError):
+            out[slot] = []
+    return out
 
 
 class ThompsonBandit:
@@ -185,7 +238,8 @@ def restore(cfg: RunConfig, store: Any, run_id: int, state: RunState,
     A child with no `bandit` event (its session killed between storing it and writing the
     event) is credited to the arm named like its operator, if there is one.
     """
-    bandit = ThompsonBandit(run_arms(cfg), cfg.search.prior_strength, cfg.search.uses_bandit())
+    priors = run_arms(cfg, search_targets(cfg, store))
+    bandit = ThompsonBandit(priors, cfg.search.prior_strength, cfg.search.uses_bandit())
     objective, rate = cfg.selection.parsed_objectives()[0], cfg.search.seconds_per_usd
     for row in run_evaluations(store, run_id, PROPOSE):
         arts = row.artifacts or {}

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 from evolve import selection as sel
-from evolve.bandit import ARM_SEP, Pull, ThompsonBandit, operator_of, run_arms
+from evolve.bandit import ARM_SEP, Pull, ThompsonBandit, operator_of, run_arms, target_of
 from evolve.config import ConfigError, RunConfig
 from evolve.operators.base import Candidate, MutationContext, Objective, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
@@ -60,6 +60,9 @@ class ChildrenMixin:
         island = self.st.proposals % cfg.islands.count
         arm = self.bandit.choose(rng)
         slot = rng.choice(cfg.target.slots)
+        aimed, focus = target_of(arm)  # an arm aimed at one function of one slot
+        if aimed in cfg.target.slots:
+            slot = aimed
         if cfg.search.method == "random":  # the baseline: every child a mutation of the seed
             parent = second = self.st.members[self.st.seed_runtime_id]
             insp: list[sel.Member] = []
@@ -85,7 +88,7 @@ class ChildrenMixin:
             objective=objective, seed_metrics=dict(seed.metrics) if seed else {},
             parent_params=dict((choice.get("params") if isinstance(choice, dict) else None)
                                or {}),
-            engine_params=dict(parent.spec.get("engine") or {}))
+            engine_params=dict(parent.spec.get("engine") or {}), focus=focus)
         self.st.proposals += 1
         op = self.operators.get(arm) or self.operators[operator_of(arm)]
         fut = pool.submit(_propose, op, ctx, arm)

@@ -228,6 +228,9 @@ class SearchConfig:
     seconds_per_usd: NonNegFloat = 1800.0
     # pseudo-proposals the operator weights are worth before any outcome is known
     prior_strength: PosFloat = 2.0
+    # aimable operators (gp, literal) get one bandit arm per evolvable function of each
+    # slot (`gp#scheduler.priority`), so the bandit learns where changes pay (evolve/bandit.py)
+    targets: Annotated[bool, Strict()] = True
 
     def uses_bandit(self) -> bool:
         """Whether operators are chosen by the bandit (default: yes for evolve)."""

@@ -30,7 +30,7 @@ def priority(wait_steps, cached, rare) -> float:
 
 def test_probe_records_mean_magnitudes_and_restores_the_function():
     mod = types.ModuleType("m")
-    exec(PRIORITY, mod.__dict__)
+    exec(PRIORITY, mod.__dict__)  # noqa: S102 - a fixture module from a literal
     original = mod.priority
     probe = FeatureProbe(every=1)
     probe.attach([mod])

@@ -51,6 +51,7 @@ class MutationContext:
     seed_metrics: dict[str, Any] = field(default_factory=dict)  # the seed runtime's, same shape
     parent_params: dict[str, Any] = field(default_factory=dict)  # `slot`'s params in the spec
     engine_params: dict[str, Any] = field(default_factory=dict)  # the parent spec's engine params
+    focus: str | None = None  # the function of `slot` to change (operators that can aim)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """`gp`: DEAP genetic programming over a seed's GP_TARGET expression, no LLM needed.
 
 A module with several GP targets (GP_TARGET a tuple: one function per decision) has one
-of them, drawn with the context's rng, varied per proposal.
+of them varied per proposal: `ctx.focus` when it names one, else one drawn with the
+context's rng.
 
 The parent's `return <expr>` (see `gp_tree`) becomes a DEAP PrimitiveTree; one DEAP
 variation is applied (mutUniform, mutNodeReplacement, mutEphemeral, mutShrink, or
@@ -68,7 +69,11 @@ class GPOperator:
         parent = ctx.parent.code
         rng = random.Random(ctx.rng.getrandbits(64))
         targets = gp_tree.find_targets(parent)
-        target = targets[0] if len(targets) == 1 else rng.choice(targets)  # one decision
+        aimed = [t for t in targets if t.function == ctx.focus]
+        if aimed:  # the controller's bandit chose the decision to change
+            target = aimed[0]
+        else:  # one decision, drawn
+            target = targets[0] if len(targets) == 1 else rng.choice(targets)
         pset = gp_tree.primitive_set(target.args)
         scales = scales_of(ctx.parent.metrics, target.function)
         with _DEAP_LOCK:

@@ -3,7 +3,8 @@
 Numbers are found with `tokenize` (so strings, comments and names like `x2` are never
 touched), only on lines inside an EVOLVE-BLOCK. A few are drawn with `ctx.rng` and scaled by
 a log-normal factor; ints stay ints (and change by at least 1; powers of two from 16 up,
-like Triton block sizes, are doubled or halved), floats stay floats, the sign is kept. Code without EVOLVE-BLOCKs or without numbers in them is rejected.
+like Triton block sizes, are doubled or halved), floats stay floats, the sign is kept. Code without EVOLVE-BLOCKs or without numbers in them is rejected. With `ctx.focus` naming a
+module-level function, only that function's constants change.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def numeric_literals(code: str) -> list[tuple[int, int, int, str]]:
             continue
         out.append((tok.start[0], tok.start[1], tok.end[1], text))
     return out
+
+
+def _function_lines(code: str, name: str) -> range | None:
+    """The 1-based lines of module-level function `name` (None if there is none)."""
+    import ast
+
+    for node in ast.parse(code).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return range(node.lineno, (node.end_lineno or node.lineno) + 1)
+    return None
 
 
 def perturb(text: str, rng: random.Random, sigma: float) -> str:
@@ -88,6 +99,13 @@ class LiteralOperator:
         if not evolve_blocks(code):
             return Rejected(self.name, ctx.slot, "literal: the parent has no EVOLVE-BLOCK")
         lits = numeric_literals(code)
+        if ctx.focus and lits:  # aimed at one function: only its constants
+            lines = _function_lines(code, ctx.focus)
+            if lines is not None:
+                lits = [lit for lit in lits if lit[0] in lines]
+                if not lits:
+                    return Rejected(self.name, ctx.slot, f"literal: no numeric constants in "
+                                                         f"{ctx.focus}'s EVOLVE-BLOCK")
         if not lits:
             return Rejected(self.name, ctx.slot, "literal: no numeric constants inside the "
                                                  "EVOLVE-BLOCKs")
