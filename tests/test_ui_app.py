@@ -255,3 +255,20 @@ def test_page_cache_reuses_until_the_run_changes(tmp_path: Path) -> None:
     seed = writer.list_runtimes(d.run)[0]
     writer.add_evaluation(stage="bench", status="failed", runtime_id=seed.id, error="x")
     assert cache.get(("k",), d.run, make) == 2  # a new evaluation: rebuilt
+
+
+def test_cli_port_in_use_exits_2_and_loopback_names(ui_data: UIData, capsys) -> None:
+    import socket
+
+    from evolve.ui.server import is_loopback
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        capsys.readouterr()
+        assert main(["ui", "--db", ui_data.url, "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"127.0.0.1:{port}" in err[0]
+    assert all(map(is_loopback, ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2")))
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "192.168.1.5", "example.com")))

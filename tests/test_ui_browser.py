@@ -165,6 +165,12 @@ def test_lineage_of_200_runtimes_click_through_to_a_node(browser: webdriver.Chro
                                                       int(y - h / 2)).click().perform()
     WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith(f"/runtime/{rid}"))
     assert f"Runtime r{rid}" in browser.find_element(By.TAG_NAME, "h1").text
+    # and back: the runtime's "show in the lineage tree" centres it
+    browser.find_element(By.PARTIAL_LINK_TEXT, "show in the lineage tree").click()
+    _wait(browser, "return window.sdsLineage && window.sdsLineage.rendered")
+    x, y = browser.execute_script(f"return window.sdsLineage.screenPos({rid})")
+    canvas = browser.find_element(By.ID, "tree")
+    assert abs(x - canvas.size["width"] / 2) < 2 and abs(y - canvas.size["height"] / 2) < 2
 
 
 def test_program_tree_and_program_with_diff(browser: webdriver.Chrome, base: str,

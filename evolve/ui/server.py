@@ -6,7 +6,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, create_server
 
 from evolve.ui.app import create_app
 from evolve.ui.db import open_readonly
@@ -25,15 +25,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_server(url: str | None, host: str = "127.0.0.1", port: int = 8765) -> object:
+def make_server(url: str | None, host: str = "127.0.0.1",
+                port: int = 8765) -> BaseWSGIServer:
     """A bound (not yet running) server for the database at `url`; `.run()` serves,
     `.close()` stops. Raises StoreError when the database cannot be opened, OSError when
     the address cannot be bound."""
     store = open_readonly(url)
     app = create_app(store, loopback_only=is_loopback(host))
     try:
-        return create_server(app, host=host, port=port, threads=THREADS, ident="sds-ui",
-                             clear_untrusted_proxy_headers=True)
+        server = create_server(app, host=host, port=port, threads=THREADS, ident="sds-ui",
+                               clear_untrusted_proxy_headers=True)
+        assert isinstance(server, BaseWSGIServer)  # one host, one socket
+        return server
     except BaseException:
         store.close()
         raise
