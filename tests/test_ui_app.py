@@ -272,3 +272,44 @@ def test_cli_port_in_use_exits_2_and_loopback_names(ui_data: UIData, capsys) -> 
     assert len(err) == 1 and f"127.0.0.1:{port}" in err[0]
     assert all(map(is_loopback, ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2")))
     assert not any(map(is_loopback, ("0.0.0.0", "::", "192.168.1.5", "example.com")))
+
+
+def test_every_page_of_a_controller_run(tmp_path: Path) -> None:
+    """A run the real controller wrote (fake harness and operator): every runtime, program
+    and evaluation of it has a page, and the tree has every runtime."""
+    import random
+
+    from test_controller_fakes import FakeHarness, FakeOperator
+
+    from evolve.config import config_from_dict
+    from evolve.launch import launch
+
+    seed = random.randrange(1000)
+    print("seed", seed)
+    cfg = config_from_dict(
+        {"target": {"slots": ["scheduler", "cache_policy"],
+                    "runtime": {"slots": {"scheduler": "seed:scheduler/priority",
+                                          "cache_policy": "seed:cache_policy/scored"}}},
+         "operators": {"fake": 1}, "islands": {"count": 2, "migration_interval": 4},
+         "evaluation": {"workloads": ["w1", "w2"], "device": "cpu"},
+         "budget": {"max_evaluations": 12}, "seed": seed}, "ui-test.yaml")
+    url = f"sqlite:///{tmp_path}/run.db"
+    out, _ = launch(cfg, name="real", db=url, harness=FakeHarness(fail_rate=0.2),
+                    operators={"fake": FakeOperator()}, runs_csv=None, progress=False)
+    store = Store.open(url, create=False)
+    client = create_app(open_readonly(url)).test_client()
+    pages = ["/", f"/run/{out.run_id}", f"/api/run/{out.run_id}",
+             f"/run/{out.run_id}/lineage", f"/api/run/{out.run_id}/lineage?kind=programs"]
+    rts = store.list_runtimes(out.run_id)
+    pages += [f"/runtime/{r.id}" for r in rts]
+    evals = store.evaluations(run=out.run_id)
+    pages += [f"/evaluation/{e.id}" for e in evals]
+    pages += sorted({f"/program/{e.program_id}" for e in evals if e.program_id})
+    for page in pages:
+        r = client.get(page)
+        assert r.status_code == 200, (page, r.status_code, r.text[:300])
+    data = client.get(f"/api/run/{out.run_id}").json
+    assert data["summary"]["evaluations"] == 12 and data["card"]["best"] is not None
+    n = client.get(f"/api/run/{out.run_id}/lineage").json["nodes"]
+    assert sorted(n["id"]) == sorted(r.id for r in rts)
+    assert n["status"].count("passed") == data["summary"]["by_status"].get("passed", 0)
