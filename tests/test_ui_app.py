@@ -313,3 +313,25 @@ def test_every_page_of_a_controller_run(tmp_path: Path) -> None:
     n = client.get(f"/api/run/{out.run_id}/lineage").json["nodes"]
     assert sorted(n["id"]) == sorted(r.id for r in rts)
     assert n["status"].count("passed") == data["summary"]["by_status"].get("passed", 0)
+
+
+def test_lower_is_better_objective(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/min.db"
+    store = Store.open(url)
+    run, _ = store.get_or_create_run("min", {"selection": {"objectives": ["ttft_s:min"]}})
+    spec = {"slots": {"scheduler": {"program": "seed:scheduler/fcfs"}}}
+    root = store.add_runtime(run.id, spec, operator="seed")
+    ids, values = [root.id], [2.0, 1.5, 3.0, 1.2]
+    for v in values[1:]:
+        ids.append(store.add_runtime(run.id, spec, generation=1, operator="gp",
+                                     parents=[(root.id, "parent")]).id)
+    for rid, v in zip(ids, values):
+        store.add_evaluation(stage="full", status="passed", runtime_id=rid,
+                             metrics={"ttft_s": v})
+    client = create_app(open_readonly(url)).test_client()
+    d = client.get(f"/api/run/{run.id}").json
+    assert d["card"]["higher"] is False and d["card"]["best"] == 1.2
+    assert d["card"]["best_runtime"] == ids[-1]
+    assert d["curve"]["best"] == [2.0, 1.5, 1.2]
+    lin = client.get(f"/api/run/{run.id}/lineage").json
+    assert lin["higher"] is False and lin["nodes"]["score"] == values
