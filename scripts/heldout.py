@@ -8,7 +8,7 @@ ratio is the same `modeled_ratio` the run selected on, on traffic it never saw.
     .venv/bin/python scripts/heldout.py RUN [--workload W ...] [--db URL] [--json]
 
 Default held-out workload: the sample agent trace, replayed as the quickstart replays the
-chat trace (100x its rate, 1024 KV blocks, 16 sequences).
+chat trace (100x its rate, 768 KV blocks, 16 sequences).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HELD_OUT = "trace:scripts/traces/agent.jsonl?rate_scale=100&num_kv_blocks=1024&max_num_seqs=16"
+HELD_OUT = "trace:scripts/traces/agent.jsonl?rate_scale=100&num_kv_blocks=768&max_num_seqs=16"
 
 
 def heldout(run: str, workloads: list[str], db: str) -> dict:

@@ -56,6 +56,8 @@ def test_weights_are_the_prior_and_cost_divides_the_gain():
     assert gain({"x": 90.0}, {"x": 100.0}, ("x", 1.0)) == 0.0
     assert abs(gain({"x": 90.0}, {"x": 100.0}, ("x", -1.0)) - 0.1) < 1e-12
     assert gain({"x": 120.0, "novel": 0}, {"x": 100.0}, ("x", 1.0)) == 0.0
+    assert gain({"x": 100.05}, {"x": 100.0}, ("x", 1.0)) == 0.0  # below MIN_GAIN: no gain
+    assert gain({"x": 100.2}, {"x": 100.0}, ("x", 1.0)) > 0
 
 
 def test_llm_models_are_arms_of_their_own():
