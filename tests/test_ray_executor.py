@@ -136,6 +136,15 @@ def test_real_sim_evaluations_in_ray_workers(cluster, tmp_path):
     # the remote harness's stage records, written once each by the controller
     sims = Counter(e.runtime_id for e in store.evaluations(run=out.run_id, stage="sim"))
     assert all(sims[r.runtime_id] == 1 for r in passed), sims.most_common(3)
+    statics = {e.program_id for e in store.evaluations(run=out.run_id, stage="static")}
+    children = 0
+    for r in passed:  # slot-level records land on the child's own stored program
+        ref = store.get_runtime(r.runtime_id).spec["slots"]["scheduler"]
+        ref = ref["program"] if isinstance(ref, dict) else ref
+        if ref.startswith("sha256:"):
+            children += 1
+            assert store.program_by_hash(ref).id in statics
+    assert children > 0
     store.close()
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pickle
+import os
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import ray
+from ray import cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from evolve.config import RunConfig
@@ -93,7 +94,7 @@ _HARNESS: dict[Any, tuple[Any, Recorder]] = {}  # per Ray worker process: (facto
 
 
 def _harness(factory: Any, run_id: int) -> tuple[Any, Recorder]:
-    key = (run_id, pickle.dumps(factory))  # a worker process may serve several runs
+    key = (run_id, cloudpickle.dumps(factory))  # a worker process may serve several runs
     if key not in _HARNESS:
         rec = Recorder()
         _HARNESS[key] = (factory(rec), rec)
@@ -140,11 +141,18 @@ class RayExecutor:
         self._own = not ray.is_initialized()
         if self._own:
             # address: "auto" (the cluster this machine belongs to), "ray://host:10001", or
-            # empty for a local instance that lives as long as this executor
+            # empty for a local instance that lives as long as this executor, whose workers
+            # run at normal priority (Ray's default niceness of 15 lets any other process on
+            # the machine slow evaluations down; a cluster's own setting is left alone)
+            if not rc.address:
+                os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address=rc.address or None, logging_level=logging.WARNING,
                      log_to_driver=False, configure_logging=False)
         gpus = ray.cluster_resources().get("GPU", 0)
         self.device = ("cuda" if gpus > 0 else "cpu") if device == "auto" else device
+        if self.device.startswith("cuda") and gpus == 0:
+            log.warning("evaluation.device is %s but the Ray cluster has no GPU yet: "
+                        "evaluations wait until a GPU node joins", self.device)
         self.factory = harness_factory or HarnessFactory(cfg, self.device)
         here = ray.get_runtime_context().get_node_id()
         strategy = NodeAffinitySchedulingStrategy(here, soft=True)  # the tracker stays here
