@@ -231,6 +231,9 @@ class SearchConfig:
     # aimable operators (gp, literal) get one bandit arm per evolvable function of each
     # slot (`gp#scheduler.priority`), so the bandit learns where changes pay (evolve/bandit.py)
     targets: Annotated[bool, Strict()] = True
+    # weight, in the bandit's reward, of how far a child moved the objective either way
+    # (the function whose changes matter most gets explored; evolve/bandit.py)
+    leverage: NonNegFloat = 1.0
 
     def uses_bandit(self) -> bool:
         """Whether operators are chosen by the bandit (default: yes for evolve)."""

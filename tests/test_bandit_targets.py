@@ -118,3 +118,27 @@ def test_a_run_learns_which_function_pays_and_a_resume_knows_it(tmp_path):
     cfg = _cfg(40, ops={"gp": 1})
     restored, _ = restore(cfg, store, run.id, load_state(store, run.id), store.events(run.id))
     _same(ctl.bandit, restored)
+
+
+def test_leverage_explores_the_function_whose_changes_move_the_objective():
+    from evolve.bandit import Pull, ThompsonBandit
+
+    def fed(leverage: float) -> dict[str, float]:
+        b = ThompsonBandit({"victim": 1.0, "priority": 1.0}, leverage=leverage)
+        for _ in range(10):  # victim: small gains often; priority: large moves, mostly worse
+            b.record(Pull("victim", 0.002, 1.0, 0.002))
+            b.record(Pull("priority", 0.0, 1.0, 0.008))
+        return b.probabilities()
+
+    assert fed(0.0)["victim"] > 0.9  # gains alone: the small sure thing takes everything
+    assert fed(1.0)["priority"] > 0.6  # with spread: the lever that moves things is tried
+
+
+def test_gp_mutation_weights():
+    with __import__("pytest").raises(ValueError, match="mapping"):
+        make_operator("gp", {"mutations": {"add_term": -1}})
+    op = make_operator("gp", {"mutations": {"add_term": 1, "shrink": 0}})
+    assert op.mutations == ("add_term",)
+    for seed in range(5):
+        out = op.propose(_ctx("priority", seed))
+        assert "mut_add_term" in out.note, out.note

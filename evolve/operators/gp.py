@@ -48,12 +48,21 @@ class GPOperator:
         self.max_height = number(self.name, config, "max_height", 8, int, 1, 90)
         self.crossover_prob = number(self.name, config, "crossover_prob", 0.5, float, 0, 1)
         self.attempts = number(self.name, config, "attempts", 20, int, 1)
+        # a list (equal chances) or {mutation: weight}
         muts = config.get("mutations", MUTATIONS)
-        self.mutations = (muts,) if isinstance(muts, str) else tuple(muts)
-        bad = [m for m in self.mutations if m not in MUTATIONS]
-        if bad or not self.mutations:
+        if isinstance(muts, dict):
+            weights = muts
+        else:
+            weights = dict.fromkeys((muts,) if isinstance(muts, str) else tuple(muts), 1.0)
+        bad = [m for m in weights if m not in MUTATIONS]
+        if bad or not weights or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+                for w in weights.values()) or not any(weights.values()):
             raise ValueError(f"operators.gp.mutations must be a non-empty list from "
-                             f"{list(MUTATIONS)}, got {list(self.mutations)}")
+                             f"{list(MUTATIONS)} or a mapping of those to weights >= 0 (not "
+                             f"all 0), got {muts!r}")
+        self.mutations = tuple(m for m, w in weights.items() if w > 0)
+        self.mutation_weights = tuple(float(weights[m]) for m in self.mutations)
 
     def propose(self, ctx: MutationContext) -> Proposal | Rejected:
         """A child whose GP expression differs from the parent's; never raises."""
@@ -133,7 +142,7 @@ class GPOperator:
             if other is not None and rng.random() < self.crossover_prob:
                 child, _ = gp.cxOnePoint(child, gp.PrimitiveTree(list(other)))
                 return child, "cxOnePoint"
-            how = rng.choice(self.mutations)
+            how = rng.choices(self.mutations, self.mutation_weights)[0]
             if how == "add_term":
                 return _add_term(child, pset, rng, scales or {}), "mut_add_term"
             if how == "uniform":
