@@ -153,7 +153,7 @@ def test_in_flight_per_node_and_results(cluster):
     from evolve.executors.ray_tasks import RayExecutor
     from runtime_modules.slots import RuntimeSpec
 
-    ex = RayExecutor(_cfg(3, ["static", "bench"]), None, "cpu", FakeFactory(delay_s=1.5))
+    ex = RayExecutor(_cfg(3, ["static", "bench"]), None, "cpu", FakeFactory(delay_s=2.5))
     assert ex.device == "cpu" and ex.capacity() == 3
     spec = RuntimeSpec.default("cpu").to_dict()
     futs = [ex.submit(EvalJob(100 + i, 1, 1, spec, spec, ("static", "bench"), ("w1",), "tiny",
