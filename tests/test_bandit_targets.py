@@ -142,3 +142,17 @@ def test_gp_mutation_weights():
     for seed in range(5):
         out = op.propose(_ctx("priority", seed))
         assert "mut_add_term" in out.note, out.note
+
+
+def test_every_arm_is_tried_before_the_posterior_decides():
+    from evolve.bandit import Pull, ThompsonBandit
+
+    rng = random.Random(3)
+    b = ThompsonBandit({"a": 10.0, "b": 1.0, "c": 0.1}, min_pulls=2)
+    for _ in range(6):
+        arm = b.choose(rng)
+        b.record(Pull(arm, 0.05 if arm == "a" else 0.0, 1.0))
+    assert b.pulls == {"a": 2, "b": 2, "c": 2}
+    late = [b.choose(rng) for _ in range(50)]
+    assert late.count("a") > 40  # then the posterior: the arm that paid
+    assert ThompsonBandit({"a": 1.0}, enabled=False, min_pulls=5).choose(rng) == "a"
