@@ -14,6 +14,13 @@ decision or so large that it drowns every other term. With the scales measured o
 parent's own run, `gp`'s `add_term` draws the new term's weight around
 `scale(result) / scale(feature)`: a term that moves decisions without always dominating.
 
+It also records, per argument, the share of sampled calls where it differed from the
+previous call's (`featvar:<function>:<argument>`). A ranking function is called once per
+candidate in a row (every waiting request in one step), so an argument that rarely changes
+between consecutive calls (`free`, `running`, `queue` for `priority`) is the same for every
+candidate it ranks: a term in it alone cannot change the order. `add_term` prefers the
+arguments that do vary.
+
 Cost: one extra Python call per evolved-function call (~0.1 us of work on top of the call
 itself); measured on full-size shared-prefix, see scripts/bench_fidelity.py's notes.
 Nothing here changes what the functions return.
@@ -28,6 +35,7 @@ from types import ModuleType
 from typing import Any
 
 PREFIX = "feat:"
+VARIES = "featvar:"
 
 
 class FeatureProbe:
@@ -37,6 +45,8 @@ class FeatureProbe:
         self.every, self.cap = max(1, every), cap
         self.samples: dict[str, list[tuple[tuple[float, ...], float]]] = {}
         self.args: dict[str, tuple[str, ...]] = {}
+        # per function: (the previous call's arguments, a sampled call's arguments)
+        self.previous: dict[str, list[tuple[tuple[Any, ...] | None, tuple[Any, ...]]]] = {}
         self._restore: list[tuple[ModuleType, str, Callable[..., Any]]] = []
 
     def attach(self, modules: list[ModuleType]) -> None:
@@ -59,14 +69,17 @@ class FeatureProbe:
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         kept = self.samples[name]
+        pairs = self.previous[name] = []
         every, cap = self.every, self.cap
-        count = [0]
+        state: list[Any] = [0, None]  # calls so far, the previous call's arguments
 
         def probed(*args: Any) -> Any:
             out = fn(*args)
-            count[0] += 1
-            if count[0] % every == 0 and len(kept) < cap:
+            state[0] += 1
+            if state[0] % every == 0 and len(kept) < cap:
                 kept.append((args, out))
+                pairs.append((state[1], args))
+            state[1] = args
             return out
 
         probed.__wrapped__ = fn  # type: ignore[attr-defined]
@@ -94,6 +107,11 @@ class FeatureProbe:
             res = [abs(float(r)) for _, r in rows if _number(r)]
             if res:
                 out[f"{PREFIX}{name}:return"] = statistics.fmean(res)
+            pairs = [(a, b) for a, b in self.previous.get(name, ())
+                     if a is not None and len(a) == len(b) == len(names)]
+            for i, arg in enumerate(names):
+                if pairs:
+                    out[f"{VARIES}{name}:{arg}"] = sum(a[i] != b[i] for a, b in pairs) / len(pairs)
         return out
 
 
@@ -103,6 +121,14 @@ def _number(v: Any) -> bool:
 
 def scales_of(metrics: dict[str, Any] | None, function: str) -> dict[str, float]:
     """{argument or "return": scale} of one function from a runtime's metrics."""
-    head = f"{PREFIX}{function}:"
+    return _of(metrics, f"{PREFIX}{function}:")
+
+
+def variation_of(metrics: dict[str, Any] | None, function: str) -> dict[str, float]:
+    """{argument: share of calls where it differed from the previous call's}."""
+    return _of(metrics, f"{VARIES}{function}:")
+
+
+def _of(metrics: dict[str, Any] | None, head: str) -> dict[str, float]:
     return {k[len(head):]: float(v) for k, v in (metrics or {}).items()
             if k.startswith(head) and isinstance(v, (int, float))}

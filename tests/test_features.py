@@ -9,7 +9,7 @@ import types
 
 from evolve.operators import Candidate, MutationContext, make_operator
 from evolve.operators.gp import _scaled_constant
-from fitness.features import FeatureProbe, scales_of
+from fitness.features import FeatureProbe, scales_of, variation_of
 from fitness.sim import simulate
 from fitness.workloads import get_workload
 
@@ -46,6 +46,24 @@ def test_probe_records_mean_magnitudes_and_restores_the_function():
     assert s["feat:priority:return"] == 4.5
     assert scales_of(s, "priority") == {"wait_steps": 4.5, "cached": 1000.0, "rare": 5.0,
                                         "return": 4.5}
+    # between consecutive calls: wait_steps always changed, cached never, rare twice in 9
+    assert variation_of(s, "priority") == {"wait_steps": 1.0, "cached": 0.0, "rare": 2 / 9}
+
+
+def test_add_term_prefers_features_that_vary_between_consecutive_calls():
+    metrics = {"feat:priority:wait_steps": 50.0, "feat:priority:cached": 5000.0,
+               "feat:priority:rare": 5.0, "feat:priority:return": 50.0,
+               "featvar:priority:wait_steps": 1.0, "featvar:priority:cached": 0.5,
+               "featvar:priority:rare": 0.0}
+    op = make_operator("gp", {"mutations": ["add_term"]})
+    picked = []
+    for seed in range(200):
+        parent = Candidate(1, 1, "scheduler", PRIORITY, {"slots": {}}, metrics)
+        out = op.propose(MutationContext(slot="scheduler", contract="", parent=parent,
+                                         rng=random.Random(seed)))
+        picked.append(out.note.rsplit("* ", 1)[1])
+    # fresh (3 in 4): cached 0.5 against rare's floor 0.02
+    assert picked.count("cached") > 5 * picked.count("rare"), picked
 
 
 def test_sim_reports_scales_without_changing_the_result():
@@ -53,7 +71,7 @@ def test_sim_reports_scales_without_changing_the_result():
     plain = simulate(SEED, wl, model="tiny")
     probed = simulate(SEED, wl, model="tiny", features=True)
     feats = {k: v for k, v in probed.items() if k.startswith("feat:")}
-    assert {k: v for k, v in probed.items() if not k.startswith("feat:")} == plain
+    assert {k: v for k, v in probed.items() if not k.startswith(("feat:", "featvar:"))} == plain
     # the policy seed's four decisions and the cache score were all seen
     for fn in ("priority", "defer", "victim", "reserve", "score"):
         assert f"feat:{fn}:return" in feats, (fn, sorted(feats))

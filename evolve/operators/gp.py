@@ -28,7 +28,7 @@ from evolve.operators import gp_tree
 from evolve.operators.base import MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.operators.options import check_keys, number
-from fitness.features import scales_of
+from fitness.features import scales_of, variation_of
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class GPOperator:
             target = targets[0] if len(targets) == 1 else rng.choice(targets)
         pset = gp_tree.primitive_set(target.args)
         scales = scales_of(ctx.parent.metrics, target.function)
+        varies = variation_of(ctx.parent.metrics, target.function)
         with _DEAP_LOCK:
             tree = gp_tree.to_tree(target.expr, pset)
             other = self._other_tree(ctx, target, pset)
@@ -94,7 +95,7 @@ class GPOperator:
         last = "no variation changed the expression"
         for _ in range(self.attempts):
             with _DEAP_LOCK:
-                child, how = self._vary(tree, other, pset, rng, scales)
+                child, how = self._vary(tree, other, pset, rng, scales, varies)
             if str(child) == parent_key:
                 continue
             if child.height > height_limit:
@@ -132,7 +133,8 @@ class GPOperator:
 
     def _vary(self, tree: gp.PrimitiveTree, other: gp.PrimitiveTree | None,
               pset: gp.PrimitiveSet, rng: random.Random,
-              scales: dict[str, float] | None = None) -> tuple[gp.PrimitiveTree, str]:
+              scales: dict[str, float] | None = None,
+              varies: dict[str, float] | None = None) -> tuple[gp.PrimitiveTree, str]:
         """One DEAP variation of a copy of `tree`, drawing only from `rng` (caller holds lock)."""
         saved = gp.random
         gp.random = rng  # deap.gp calls random.choice/randint/...: give it ours
@@ -144,7 +146,8 @@ class GPOperator:
                 return child, "cxOnePoint"
             how = rng.choices(self.mutations, self.mutation_weights)[0]
             if how == "add_term":
-                return _add_term(child, pset, rng, scales or {}), "mut_add_term"
+                return _add_term(child, pset, rng, scales or {}, varies or {}), \
+                    "mut_add_term"
             if how == "uniform":
                 (child,) = gp.mutUniform(child, expr=lambda pset, type_: gp.genFull(
                     pset, min_=0, max_=2, type_=type_), pset=pset)
@@ -160,7 +163,7 @@ class GPOperator:
 
 
 def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
-              scales: dict[str, float]) -> gp.PrimitiveTree:
+              scales: dict[str, float], varies: dict[str, float]) -> gp.PrimitiveTree:
     """`expr + c * arg`: one more feature, weighted by a fresh constant. Subtree mutations
     rarely bring in an argument the expression lacks with a weight large enough to matter;
     this does it in one step, and `ephemeral` / the literal operator then tune the weight.
@@ -169,12 +172,21 @@ def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
     fitness/features.py) the weight is `±10^U(-1, 1) * scale(result) / scale(arg)`: the
     new term is a tenth to ten times the size of the expression it joins, so it changes
     decisions without always drowning the rest. Without them (or for a feature that was
-    always 0), a log-uniform magnitude 1e-3..10, either sign."""
+    always 0), a log-uniform magnitude 1e-3..10, either sign.
+
+    The feature: mostly (3 in 4) one the expression does not use yet, weighted, when the
+    parent's run measured it, by how often it differed between consecutive calls
+    (`featvar:*`, floor 0.02): an argument that is the same for every candidate a ranking
+    function compares cannot reorder them."""
     args = list(pset.arguments)
     used = {node.name for node in tree if isinstance(node, gp.Terminal)}
     fresh = [a for a in args if a not in used]
     # mostly a feature the expression does not use yet: that is what subtrees rarely add
-    arg = rng.choice(fresh if fresh and rng.random() < 0.75 else args)
+    pool = fresh if fresh and rng.random() < 0.75 else args
+    if varies:
+        arg = rng.choices(pool, [max(varies.get(a, 1.0), 0.02) for a in pool])[0]
+    else:
+        arg = rng.choice(pool)
     const = _scaled_constant(scales, arg, rng)
     src = f"({gp_tree.render(tree)}) + {const!r} * {arg}"
     return gp_tree.to_tree(ast.parse(src, mode="eval").body, pset)
