@@ -71,7 +71,7 @@ MIN_COST_S = 0.1  # a cost floor, so a near-free lucky pull cannot dwarf every o
 MIN_GAIN = 1e-3
 # A child's change counts toward its arm's spread up to this much: moving the objective
 # matters, wrecking it (a reserve that holds back half the cache: -30%) is not more useful.
-MAX_SPREAD = 0.01
+MAX_SPREAD = 0.02
 ARM_SEP = "@"  # operator@model
 TARGET_SEP = "#"  # operator#slot.function
 FOCUSABLE = ("gp", "literal")  # operators that take MutationContext.focus

@@ -233,7 +233,7 @@ class SearchConfig:
     targets: Annotated[bool, Strict()] = True
     # weight, in the bandit's reward, of how far a child moved the objective either way
     # (the function whose changes matter most gets explored; evolve/bandit.py)
-    leverage: NonNegFloat = 1.0
+    leverage: NonNegFloat = 3.0
     # pulls of every arm before the bandit's posterior chooses (0: from the first proposal)
     min_pulls: rule(int, "an integer >= 0", lambda v: v >= 0) = 2
 
