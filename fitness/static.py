@@ -13,6 +13,7 @@ import ast
 import time
 from typing import Any
 
+from fitness import pyast
 from fitness.result import StageResult
 
 FORBIDDEN_MODULES = frozenset({
@@ -163,7 +164,7 @@ def check_static(slot: str, code: str, parent_code: str | None = None) -> StageR
     art: dict[str, Any] = {"slot": slot, "code_hash": code_hash(code)}
     try:
         try:
-            tree = ast.parse(code)
+            tree = pyast.parse(code)
         except SyntaxError as e:
             raise StaticViolation("failed", f"syntax error: {e.msg}", e.lineno) from None
         if parent_code is not None:

@@ -27,6 +27,7 @@ from evolve.cli import main
 from evolve.compare import compare_runs
 from evolve.config import config_from_dict
 from evolve.launch import launch
+from evolve.operators.base import Proposal
 from evolve.population import FULL, run_evaluations, slot_code
 from fitness.result import StageResult
 from population_db import Store
@@ -63,6 +64,28 @@ class ObjectiveHarness(FakeHarness):
                           {"tok_s": tok, "modeled_ratio": ratio})
 
 
+class RepeatingOperator(FakeOperator):
+    """FakeOperator, except that every other proposal on a parent it has seen before is
+    exactly its earlier child of that parent: a duplicate runtime whatever the timing (the
+    inspiration-based repeats of FakeOperator depended on how proposals interleaved, and a
+    run on a loaded machine once made none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[tuple[int | None, str], str] = {}
+        self.n = 0
+
+    def propose(self, ctx):
+        self.n += 1
+        key = (ctx.parent.runtime_id, ctx.slot)
+        if key in self.made and self.n % 2:
+            return Proposal("fake", ctx.slot, code=self.made[key])
+        out = super().propose(ctx)
+        if getattr(out, "code", None) and key not in self.made:
+            self.made[key] = out.code
+        return out
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("views")
@@ -78,7 +101,7 @@ def run(tmp_path_factory):
            "concurrency": {"max_proposals": 2, "max_evaluations": 2}, "seed": seed}
     cfg = config_from_dict(raw, "views.yaml")
     out, _summary = launch(cfg, name="views", db=db, harness=ObjectiveHarness(db),
-                          operators={"fake": FakeOperator()}, runs_csv=tmp / "runs.csv",
+                          operators={"fake": RepeatingOperator()}, runs_csv=tmp / "runs.csv",
                           progress=False)
     return {"db": db, "tmp": tmp, "out": out, "store": Store.open(db)}
 

@@ -13,11 +13,11 @@ own static checks (fitness/static.py).
 
 from __future__ import annotations
 
-import ast
 import difflib
 import re
 from dataclasses import dataclass
 
+from fitness import pyast
 from fitness.static import check_static
 from runtime_modules.slots import check_evolve_blocks
 
@@ -226,7 +226,7 @@ def check_child(parent_code: str, child_code: str, slot: str | None = None) -> N
     if not child_code.strip():
         raise EditError("the child module is empty")
     try:
-        ast.parse(child_code)
+        pyast.parse(child_code)
     except SyntaxError as e:
         raise _syntax_error(e, child_code) from None
     except ValueError as e:  # null bytes
@@ -236,7 +236,7 @@ def check_child(parent_code: str, child_code: str, slot: str | None = None) -> N
         raise EditError(reason)
     try:
         # compile, not just parse: `return` or `yield` outside a function parses fine
-        compile(child_code, "<child>", "exec", dont_inherit=True)
+        pyast.compile_(child_code, "<child>", "exec", dont_inherit=True)
     except SyntaxError as e:
         raise _syntax_error(e, child_code) from None
     if child_code.strip() == parent_code.strip():

@@ -15,7 +15,6 @@ stay reproducible and the global `random` state is never touched).
 
 from __future__ import annotations
 
-import ast
 import logging
 import math
 import random
@@ -28,6 +27,7 @@ from evolve.operators import gp_tree
 from evolve.operators.base import MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.operators.options import check_keys, number
+from fitness import pyast
 from fitness.features import scales_of, variation_of
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
         arg = rng.choice(pool)
     const = _scaled_constant(scales, arg, rng)
     src = f"({gp_tree.render(tree)}) + {const!r} * {arg}"
-    return gp_tree.to_tree(ast.parse(src, mode="eval").body, pset)
+    return gp_tree.to_tree(pyast.parse(src, mode="eval").body, pset)
 
 
 def _scaled_constant(scales: dict[str, float], arg: str, rng: random.Random) -> float:

@@ -21,6 +21,7 @@ from functools import cache
 
 from deap import gp
 
+from fitness import pyast
 from runtime_modules.slots import evolve_blocks
 
 EPS = 1e-9
@@ -70,7 +71,7 @@ class GPTarget:
 def target_names(code: str) -> tuple[str, ...]:
     """The function names GP_TARGET gives (a string or a tuple/list of strings)."""
     try:
-        tree = ast.parse(code)
+        tree = pyast.parse(code)
     except SyntaxError as e:
         raise GPError(f"the parent does not parse (line {e.lineno}: {e.msg})") from None
     names: tuple[str, ...] | None = None
@@ -101,7 +102,7 @@ def find_target(code: str, name: str | None = None) -> GPTarget:
         name = names[0]
     elif name not in names:
         raise GPError(f"{name!r} is not one of GP_TARGET {list(names)}")
-    tree = ast.parse(code)
+    tree = pyast.parse(code)
     funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
     if not funcs:
         raise GPError(f"GP_TARGET names {name!r}, but there is no module-level def {name}")
@@ -227,4 +228,4 @@ def splice(code: str, target: GPTarget, expr_src: str) -> str:
 def evaluate(expr_src: str, args: tuple[str, ...], values: list[float]) -> float:
     """Evaluate an expression on argument values with only max/min/abs/float available."""
     env = {"__builtins__": {}, "max": max, "min": min, "abs": abs, "float": float}
-    return eval(compile(expr_src, "<gp>", "eval"), env, dict(zip(args, values)))
+    return eval(pyast.compile_(expr_src, "<gp>", "eval"), env, dict(zip(args, values)))

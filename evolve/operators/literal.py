@@ -19,6 +19,7 @@ from typing import Any
 from evolve.operators.base import MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.operators.options import check_keys, number
+from fitness import pyast
 from runtime_modules.slots import evolve_blocks
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _function_lines(code: str, name: str) -> range | None:
     """The 1-based lines of module-level function `name` (None if there is none)."""
     import ast
 
-    for node in ast.parse(code).body:
+    for node in pyast.parse(code).body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return range(node.lineno, (node.end_lineno or node.lineno) + 1)
     return None

@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from evolve.operators.base import MutationContext, Objective
+from fitness import pyast
 
 MAX_TABLE_ROWS = 12  # workloads shown; the rest are counted, not listed
 MAX_PARAMS = 30  # parameters shown per line
@@ -126,7 +127,7 @@ def code_defaults(code: str) -> dict[str, Any]:
     """The literal defaults the code gives its `TUNABLES` (keyword defaults of any function);
     empty when the module does not parse or declares none."""
     try:
-        tree = ast.parse(code)
+        tree = pyast.parse(code)
     except (SyntaxError, ValueError):
         return {}
     names: set[str] = set()
