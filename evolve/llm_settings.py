@@ -132,19 +132,13 @@ def _number(value: Any, typ: type, lo: float, where: str) -> Any:
 
 
 def _parse_models(value: Any, where: str) -> tuple[tuple[str, float], ...]:
-    if isinstance(value, str):
-        value = {value: 1.0}
-    elif isinstance(value, list):
-        pairs = {}
-        for item in value:
-            if isinstance(item, str):
-                pairs[item] = 1.0
-            elif isinstance(item, dict) and isinstance(item.get("name"), str):
-                pairs[item["name"]] = item.get("weight", 1.0)
-            else:
-                raise LLMConfigError(f"{where}: each entry must be a name or {{name, weight}}, "
-                                     f"got {item!r}")
-        value = pairs
+    from evolve.config_fields import llm_models  # the same forms the run config accepts
+
+    try:
+        value = llm_models(value)
+    except ValueError:
+        raise LLMConfigError(f"{where}: each entry must be a name or {{name, weight}}, "
+                             f"got {value!r}") from None
     if not isinstance(value, dict) or not value:
         raise LLMConfigError(f"{where} must name at least one model ({{name: weight}}), "
                              f"got {value!r}")
