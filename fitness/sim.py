@@ -283,6 +283,21 @@ def _drive(llm: Any, runner: Any, workload: Workload, prof: Any, slo_ttft_s: flo
             idle[0] += max(0.0, reqs[order[nxt]].arrival_s - now)
     if timing is not None:
         timing["wall_s"] = time.perf_counter() - t0
+    metrics = _outcome(workload, done, slo_ttft_s, slo_tpot_s)
+    metrics.update(modeled_busy_s=meter.time_s, modeled_device=prof.name,
+                   num_kv_blocks=engine.num_kv_blocks)
+    stats = engine.stats
+    for k in WORK_COUNTERS:
+        if k in stats:
+            metrics[f"work_{k}"] = stats[k] - stats0.get(k, 0)
+    return metrics
+
+
+def _outcome(workload: Workload, done: dict[int, Any], slo_ttft_s: float,
+             slo_tpot_s: float) -> dict[str, Any]:
+    """Throughput and latency of a finished simulation from its outputs (request index ->
+    output); every request must be there with exactly its realized length."""
+    reqs = workload.requests
     missing = sorted(set(range(len(reqs))) - set(done))
     if missing:
         raise RuntimeError(f"sim lost {len(missing)} request(s) of {workload.name!r}: "
@@ -301,16 +316,10 @@ def _drive(llm: Any, runner: Any, workload: Workload, prof: Any, slo_ttft_s: flo
             tpot.append((fin - first) / (n - 1))
         last = max(last, fin)
     makespan = last - min(r.arrival_s for r in reqs)
-    stats = engine.stats
     metrics: dict[str, Any] = {
         "modeled_tok_s": out_tokens / makespan if makespan > 0 else math.inf,
-        "modeled_time_s": makespan, "modeled_busy_s": meter.time_s,
-        "modeled_device": prof.name, "output_tokens": out_tokens,
-        "num_kv_blocks": engine.num_kv_blocks, "workload": workload.name,
+        "modeled_time_s": makespan, "output_tokens": out_tokens, "workload": workload.name,
     }
-    for k in WORK_COUNTERS:
-        if k in stats:
-            metrics[f"work_{k}"] = stats[k] - stats0.get(k, 0)
     metrics.update(latency_metrics(ttft, tpot, makespan, slo_ttft_s, slo_tpot_s))
     return metrics
 
