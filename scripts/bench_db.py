@@ -25,10 +25,10 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, select, text
 
 from population_db import Store, code_hash, spec_hash, unified_diff
+from population_db.engine import scratch_schema
 from population_db.models import Evaluation, Program, Runtime, RuntimeParent, RuntimeSlot
 
 log = logging.getLogger("bench_db")
@@ -149,18 +149,7 @@ def bench(url: str, n: int, chains: int, repeats: int, seed: int,
 
 def fresh_schema(url: str) -> tuple[str, Any]:
     """A URL into a new PostgreSQL schema, and a function that drops it."""
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as c:
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return scoped.render_as_string(hide_password=False), drop
+    return scratch_schema(url, "bench")
 
 
 def main(argv: list[str] | None = None) -> int:

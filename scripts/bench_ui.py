@@ -30,12 +30,9 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +43,7 @@ from evolve.ui.lineage import runtime_lineage, runtime_query
 from evolve.ui.sample import make_run
 from evolve.ui.server import make_server
 from population_db import Store
+from population_db.engine import scratch_schema
 
 FIELDS = ["backend", "runtimes", "evaluations", "json_kb", "query_ms", "json_ms", "http_ms",
           "first_render_cold_ms", "first_render_ms", "fetch_ms", "layout_ms", "draw_ms", "run_api_ms", "populate_s"]
@@ -61,18 +59,7 @@ def _median_ms(fn: Any, repeat: int) -> float:
 
 
 def _pg_schema(url: str) -> tuple[str, Any]:
-    schema = f"bench_ui_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url)
-    with admin.begin() as c:
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    u = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-
-    def drop() -> None:
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return u.render_as_string(hide_password=False), drop
+    return scratch_schema(url, "bench_ui")
 
 
 def _browser() -> Any:

@@ -8,14 +8,12 @@ and parallel runs never collide.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from population_db import Store
+from population_db.engine import scratch_schema
 
 PG_URL = os.environ.get("SDS_TEST_PG_URL")
 needs_pg = pytest.mark.skipif(not PG_URL, reason="SDS_TEST_PG_URL not set "
@@ -26,21 +24,9 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=[needs_pg, pytest.mark.po
 def fresh_pg_url() -> tuple[str, Callable[[], None]]:
     """A URL whose connections live in a new empty schema, and a function that drops it."""
     assert PG_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as c:
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-
-    def drop() -> None:
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), drop
+    return scratch_schema(PG_URL, "t")
 
 
-@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A URL of an empty database on each backend."""
     if request.param == "sqlite":

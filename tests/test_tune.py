@@ -187,17 +187,9 @@ _WORKER = textwrap.dedent("""
 @pytest.mark.postgres
 @pytest.mark.skipif(not PG_URL, reason="SDS_TEST_PG_URL not set (scripts/start_postgres.sh)")
 def test_two_workers_tune_one_study_on_postgresql(tmp_path):
-    import uuid
+    from population_db.engine import scratch_schema
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    schema = f"tune_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as c:
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    url = url.render_as_string(hide_password=False)
+    url, drop = scratch_schema(PG_URL, "tune")
     try:
         store, _, rid = _seed_runtime(url)
         logs = [tmp_path / f"w{i}.log" for i in range(2)]
@@ -216,9 +208,7 @@ def test_two_workers_tune_one_study_on_postgresql(tmp_path):
         best = max(t.value for t in done if t.value is not None)
         assert tuned and FakeHarness(32).score(RuntimeSpec.from_dict(tuned[-1].spec)) == best
     finally:
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop()
 
 
 @pytest.mark.timeout(200)
