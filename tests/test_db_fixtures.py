@@ -27,6 +27,7 @@ def fresh_pg_url() -> tuple[str, Callable[[], None]]:
     return scratch_schema(PG_URL, "t")
 
 
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A URL of an empty database on each backend."""
     if request.param == "sqlite":
