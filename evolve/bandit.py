@@ -87,11 +87,6 @@ class Pull:
     cost: float
     spread: float = 0.0
 
-    @property
-    def reward(self) -> float:
-        """Gain per second of cost."""
-        return self.gain / max(self.cost, MIN_COST_S)
-
     def reward_with(self, leverage: float) -> float:
         """(gain + leverage * spread) per second of cost."""
         return (self.gain + leverage * self.spread) / max(self.cost, MIN_COST_S)

@@ -357,7 +357,7 @@ def run_sim_stage(ctx: Any) -> Any:
                      utilization=o["sim_gpu_memory_utilization"], slo_ttft_s=o["slo_ttft_s"],
                      slo_tpot_s=o["slo_tpot_s"], on_llm=check, max_modeled_s=limit,
                      max_steps=max_steps, bandwidth=o["sim_bandwidth"],
-                     features=bool(ctx.options.get("sim_features", True)))
+                     features=True)
     except _NotLoaded:
         return StageResult("sim", "rejected", {}, why[0])
     except SimTooSlow as e:

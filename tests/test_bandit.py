@@ -7,6 +7,8 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_controller_fakes import FakeReport, inside_block
@@ -51,7 +53,8 @@ def test_weights_are_the_prior_and_cost_divides_the_gain():
     picks = [off.choose(random.Random(i)) for i in range(2000)]
     assert 0.7 < picks.count("gp") / 2000 < 0.8
     # equal gains: the cheaper arm earns the larger reward
-    assert Pull("a", 0.1, 1.0).reward == 10 * Pull("a", 0.1, 10.0).reward
+    assert Pull("a", 0.1, 1.0).reward_with(0) == 10 * Pull("a", 0.1, 10.0).reward_with(0)
+    assert Pull("a", 0.1, 1.0, 0.02).reward_with(3) == pytest.approx(0.16)
     assert abs(gain({"x": 110.0}, {"x": 100.0}, ("x", 1.0)) - 0.1) < 1e-12
     assert gain({"x": 90.0}, {"x": 100.0}, ("x", 1.0)) == 0.0
     assert abs(gain({"x": 90.0}, {"x": 100.0}, ("x", -1.0)) - 0.1) < 1e-12
