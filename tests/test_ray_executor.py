@@ -200,7 +200,8 @@ def test_node_killed_mid_run_loses_nothing_and_poison_is_given_up(cluster, tmp_p
     t.start()
     out, _ = launch(_cfg(14, ["static", "contract", "bench"]), name="killnode", db=db,
                     operators={"fake": FakeOperator()}, runs_csv=None, progress=False,
-                    harness_factory=FakeFactory(delay_s=0.6, log_path=log, poison=poison))
+                    harness_factory=FakeFactory(delay_s=0.6, log_path=log, poison=poison,
+                                                 hold_node=victim_id))
     t.join(timeout=5)
     try:
         assert killed.is_set(), "no evaluation was ever in flight on the victim node"
