@@ -236,6 +236,11 @@ class SearchConfig:
     leverage: NonNegFloat = 3.0
     # pulls of every arm before the bandit's posterior chooses (0: from the first proposal)
     min_pulls: rule(int, "an integer >= 0", lambda v: v >= 0) = 2
+    # a child this much worse than its parent (relative, first objective) has the opposite
+    # of its change tried next on the same parent (a gp term with its sign flipped, literal
+    # constants moved the other way): a change that hurts a lot touched something that
+    # matters. Evolution only (random sampling never looks at outcomes); null: off
+    reflect: rule(float | None, "a number > 0 or null", lambda v: v > 0) = 0.02
 
     def uses_bandit(self) -> bool:
         """Whether operators are chosen by the bandit (default: yes for evolve)."""

@@ -94,6 +94,8 @@ class Controller(ChildrenMixin):
         self._code_cache: dict[str, str] = {}
         self._prog_ids: dict[str, int] = {}
         self._parent_code: dict[int, dict[str, str]] = {}  # child -> {slot: parent's code}
+        self.reverses: dict[int, tuple] = {}  # child -> its opposite change (search.reflect)
+        self.reflections: list[tuple] = []  # opposite changes to breed next
 
     # ------------------------------------------------------------------ the main loop
 
@@ -262,6 +264,13 @@ class Controller(ChildrenMixin):
                 else:
                     rid, eid = evals.pop(fut)
                     self._on_result(rid, eid, fut.result())
+            # the opposite of a change that hurt goes ahead of new proposals
+            while self.reflections and self.reason is None and self._may_propose(
+                    len(evals) + len(queue) + len(props)):
+                self.st.proposals += 1
+                queued = self._on_proposal(*self.reflections.pop(0))
+                if queued:
+                    queue.append(queued)
             if done:
                 self._progress()
 
@@ -356,10 +365,12 @@ class Controller(ChildrenMixin):
         record_result(self.st, runtime_id, row)
         self.book.refresh_copies(runtime_id)
         if runtime_id in self.open_arms:
-            pull = child_pull(self.st, runtime_id, *self.open_arms.pop(runtime_id),
-                              self.objectives[0], self.cfg.search.seconds_per_usd)
+            arm, usd, variation = self.open_arms.pop(runtime_id)
+            pull = child_pull(self.st, runtime_id, arm, usd, self.objectives[0],
+                              self.cfg.search.seconds_per_usd)
             if pull is not None:
-                self.bandit.record(pull)
+                self.bandit.settle(pull, variation)
+        self.consider_reflection(runtime_id)
         m = self.st.members[runtime_id]
         if res.status != "passed":
             self.book.failures[m.island].append(res.error or res.status)

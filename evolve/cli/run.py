@@ -115,6 +115,11 @@ def _choice_rows(c: dict[str, Any] | None) -> list[tuple[str, Any]]:
                 f"{a['mean_reward']:.3g}/s, p(next) {a['probability']:.2f} "
                 f"(prior {a['prior']:.2f})")
         rows.append((f"  {a['arm']}", text))
+    for a in c.get("variations") or []:  # how gp changes an expression
+        text = (f"{a['pulls']} pulls, {a['improved']} improved, mean reward "
+                f"{a['mean_reward']:.3g}/s, p(next) {a['probability']:.2f} "
+                f"(prior {a['prior']:.2f})")
+        rows.append((f"  {a['arm']}", text))
     return rows
 
 

@@ -52,6 +52,9 @@ class MutationContext:
     parent_params: dict[str, Any] = field(default_factory=dict)  # `slot`'s params in the spec
     engine_params: dict[str, Any] = field(default_factory=dict)  # the parent spec's engine params
     focus: str | None = None  # the function of `slot` to change (operators that can aim)
+    # the kind of change to make, for an operator with several (gp: `add_term`, `uniform`,
+    # ..., `crossover`); None: the operator draws one by its own weights
+    variation: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,12 @@ class Proposal:
     spec: dict[str, Any] | None = None
     llm_calls: tuple[LLMCallRecord, ...] = ()
     note: str = ""
+    variation: str | None = None  # the kind of change made (gp: `add_term`, `crossover`, ...)
+    # the opposite change to the same parent (a term with its sign flipped, constants moved
+    # the other way), which the search tries when this child does much worse than its
+    # parent: a change that hurts a lot found something that matters (`search.reflect`)
+    reverse: str | None = None
+    reverse_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

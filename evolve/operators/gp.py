@@ -11,6 +11,12 @@ tree height is bounded; the result is rendered back into the EVOLVE-BLOCK. All r
 comes from `ctx.rng`: DEAP draws from the module-global `random`, so while a variation runs
 `deap.gp.random` is pointed at the context's rng (under a lock, so concurrent proposals
 stay reproducible and the global `random` state is never touched).
+
+`ctx.variation` (chosen by the run's bandit over variations, evolve/bandit.py) names the
+variation to apply: one of the mutations, or `crossover` (a mutation drawn by weight when
+there is no second tree); without it the variation is drawn by `crossover_prob` and the
+mutation weights. The Proposal says which it was (`variation`), and for `add_term` carries
+the child with the new term's sign flipped (`reverse`).
 """
 
 from __future__ import annotations
@@ -95,7 +101,8 @@ class GPOperator:
         last = "no variation changed the expression"
         for _ in range(self.attempts):
             with _DEAP_LOCK:
-                child, how = self._vary(tree, other, pset, rng, scales, varies)
+                child, how, mirror = self._vary(tree, other, pset, rng, scales, varies,
+                                                ctx.variation)
             if str(child) == parent_key:
                 continue
             if child.height > height_limit:
@@ -112,8 +119,16 @@ class GPOperator:
             except EditError as e:
                 last = str(e)
                 continue
+            reverse, reverse_note = None, ""
+            if mirror is not None and str(mirror) != parent_key:
+                rexpr = gp_tree.render(mirror)
+                if not _probe(rexpr, target.args, probes):
+                    reverse = gp_tree.splice(parent, target, rexpr)
+                    reverse_note = f"{how} reversed on {target.function}: {rexpr}"
             return Proposal(self.name, ctx.slot, code=code,
-                            note=f"{how} on {target.function}: {expr}")
+                            note=f"{how} on {target.function}: {expr}",
+                            variation=_VARIATION.get(how, how), reverse=reverse,
+                            reverse_note=reverse_note)
         return Rejected(self.name, ctx.slot, f"gp: no valid new child in {self.attempts} "
                                              f"attempts (last: {last})")
 
@@ -134,20 +149,27 @@ class GPOperator:
     def _vary(self, tree: gp.PrimitiveTree, other: gp.PrimitiveTree | None,
               pset: gp.PrimitiveSet, rng: random.Random,
               scales: dict[str, float] | None = None,
-              varies: dict[str, float] | None = None) -> tuple[gp.PrimitiveTree, str]:
-        """One DEAP variation of a copy of `tree`, drawing only from `rng` (caller holds lock)."""
+              varies: dict[str, float] | None = None, variation: str | None = None
+              ) -> tuple[gp.PrimitiveTree, str, gp.PrimitiveTree | None]:
+        """One DEAP variation of a copy of `tree`, drawing only from `rng` (caller holds lock):
+        (child, how, the opposite child for `add_term` else None)."""
         saved = gp.random
         gp.random = rng  # deap.gp calls random.choice/randint/...: give it ours
         gp_tree._state["rng"] = rng
         try:
             child = gp.PrimitiveTree(list(tree))
-            if other is not None and rng.random() < self.crossover_prob:
-                child, _ = gp.cxOnePoint(child, gp.PrimitiveTree(list(other)))
-                return child, "cxOnePoint"
-            how = rng.choices(self.mutations, self.mutation_weights)[0]
+            if variation in self.mutations:
+                how = variation
+            else:
+                # (the draw only with a second tree, as before variations could be asked for)
+                if other is not None and (variation == "crossover" or variation is None
+                                          and rng.random() < self.crossover_prob):
+                    child, _ = gp.cxOnePoint(child, gp.PrimitiveTree(list(other)))
+                    return child, "cxOnePoint", None
+                how = rng.choices(self.mutations, self.mutation_weights)[0]
             if how == "add_term":
-                return _add_term(child, pset, rng, scales or {}, varies or {}), \
-                    "mut_add_term"
+                new, mirror = _add_term(child, pset, rng, scales or {}, varies or {})
+                return new, "mut_add_term", mirror
             if how == "uniform":
                 (child,) = gp.mutUniform(child, expr=lambda pset, type_: gp.genFull(
                     pset, min_=0, max_=2, type_=type_), pset=pset)
@@ -157,13 +179,27 @@ class GPOperator:
                 (child,) = gp.mutEphemeral(child, mode="one")
             else:
                 (child,) = gp.mutShrink(child)
-            return child, f"mut_{how}"
+            return child, f"mut_{how}", None
         finally:
             gp.random = saved
 
+    def variation_weights(self) -> dict[str, float]:
+        """The chance of each variation when none is asked for (the bandit's prior over them):
+        `crossover` at `crossover_prob`, the mutations sharing the rest by their weights."""
+        total = sum(self.mutation_weights)
+        out = {m: (1 - self.crossover_prob) * w / total
+               for m, w in zip(self.mutations, self.mutation_weights)}
+        if self.crossover_prob > 0:
+            out["crossover"] = self.crossover_prob
+        return out
+
+
+_VARIATION = {"cxOnePoint": "crossover", **{f"mut_{m}": m for m in MUTATIONS}}
+
 
 def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
-              scales: dict[str, float], varies: dict[str, float]) -> gp.PrimitiveTree:
+              scales: dict[str, float], varies: dict[str, float]
+              ) -> tuple[gp.PrimitiveTree, gp.PrimitiveTree]:
     """`expr + c * arg`: one more feature, weighted by a fresh constant. Subtree mutations
     rarely bring in an argument the expression lacks with a weight large enough to matter;
     this does it in one step, and `ephemeral` / the literal operator then tune the weight.
@@ -177,7 +213,9 @@ def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
     The feature: mostly (3 in 4) one the expression does not use yet, weighted, when the
     parent's run measured it, by how often it differed between consecutive calls
     (`featvar:*`, floor 0.02): an argument that is the same for every candidate a ranking
-    function compares cannot reorder them."""
+    function compares cannot reorder them.
+
+    Returns the child and its mirror, the same term with the opposite sign."""
     args = list(pset.arguments)
     used = {node.name for node in tree if isinstance(node, gp.Terminal)}
     fresh = [a for a in args if a not in used]
@@ -188,8 +226,9 @@ def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
     else:
         arg = rng.choice(pool)
     const = _scaled_constant(scales, arg, rng)
-    src = f"({gp_tree.render(tree)}) + {const!r} * {arg}"
-    return gp_tree.to_tree(pyast.parse(src, mode="eval").body, pset)
+    base = gp_tree.render(tree)
+    return tuple(gp_tree.to_tree(pyast.parse(f"({base}) + {c!r} * {arg}", mode="eval").body,
+                                 pset) for c in (const, -const))  # type: ignore[return-value]
 
 
 def _scaled_constant(scales: dict[str, float], arg: str, rng: random.Random) -> float:

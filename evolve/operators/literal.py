@@ -5,6 +5,10 @@ touched), only on lines inside an EVOLVE-BLOCK. A few are drawn with `ctx.rng` a
 a log-normal factor; ints stay ints (and change by at least 1; powers of two from 16 up,
 like Triton block sizes, are doubled or halved), floats stay floats, the sign is kept. Code without EVOLVE-BLOCKs or without numbers in them is rejected. With `ctx.focus` naming a
 module-level function, only that function's constants change.
+
+Each Proposal also carries the opposite move (`reverse`): every changed constant moved as far
+the other way (x -> x^2/new for floats, 2x - new for ints, the other power of two), which
+the search tries when the child does much worse than its parent (`search.reflect`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,26 @@ def _function_lines(code: str, name: str) -> range | None:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return range(node.lineno, (node.end_lineno or node.lineno) + 1)
     return None
+
+
+def mirror(text: str, new: str) -> str | None:
+    """The literal as far from `text` as `new` is, the other way (None: no such literal:
+    a sign would flip, or it equals `text`)."""
+    clean, moved = text.replace("_", ""), new.replace("_", "")
+    is_int = not any(c in clean.lower() for c in ".e") or clean.lower().startswith("0x")
+    if is_int:
+        value, step = int(clean, 0), int(moved, 0)
+        if value >= 16 and value & (value - 1) == 0:
+            out = value // 2 if step > value else value * 2
+        else:
+            out = 2 * value - step
+        return str(out) if out >= 0 and out != value else None
+    value, step = float(clean), float(moved)
+    if value == 0.0 or step == 0.0:
+        out = -step
+    else:
+        out = float(f"{value * value / step:.4g}")  # the same factor, inverted
+    return repr(out) if out != value and (out >= 0) == (value >= 0) else None
 
 
 def perturb(text: str, rng: random.Random, sigma: float) -> str:
@@ -113,15 +137,30 @@ class LiteralOperator:
         rng = random.Random(ctx.rng.getrandbits(64))
         chosen = sorted(rng.sample(lits, min(len(lits), rng.randint(1, self.max_changes))))
         lines = code.splitlines(keepends=True)
-        changes = []
+        back: list[str] | None = list(lines)
+        changes, undo = [], []
         for line, c0, c1, text in reversed(chosen):  # right to left keeps columns valid
             new = perturb(text, rng, self.sigma)
             row = lines[line - 1]
             lines[line - 1] = row[:c0] + new + row[c1:]
             changes.append(f"line {line}: {text} -> {new}")
+            other = mirror(text, new)
+            if other is None or back is None:
+                back = None
+            else:
+                back[line - 1] = back[line - 1][:c0] + other + back[line - 1][c1:]
+                undo.append(f"line {line}: {text} -> {other}")
         child = "".join(lines)
         try:
             check_child(code, child)
         except EditError as e:
             return Rejected(self.name, ctx.slot, f"literal: {e}")
-        return Proposal(self.name, ctx.slot, code=child, note="; ".join(reversed(changes)))
+        reverse = "".join(back) if back is not None else None
+        if reverse is not None:
+            try:
+                check_child(code, reverse)
+            except EditError:
+                reverse = None
+        return Proposal(self.name, ctx.slot, code=child, note="; ".join(reversed(changes)),
+                        reverse=reverse, reverse_note="reversed: " + "; ".join(reversed(undo))
+                        if reverse is not None else "")
