@@ -363,3 +363,25 @@ def stored_status(store: Any, run: int | str) -> dict[str, Any] | None:
             "arms": [asdict(a) for a in bandit.status()],
             "variations": [asdict(a) for a in bandit.variations.status()]
             if bandit.variations is not None and bandit.enabled else []}
+
+
+def build_operators(cfg: RunConfig) -> dict[str, Any]:
+    """The configured operators by arm (evolve/bandit.py), built through the registry: LLM
+    ones get the `llm` settings, narrowed to one model for an `llm-diff@model` arm."""
+    from evolve.operators import make_operator
+
+    arms = run_arms(cfg)
+    ops = {}
+    for name, oc in cfg.operators.items():
+        for arm in [a for a in arms if operator_of(a) == name] or [name]:
+            options = dict(oc.options)
+            if name.startswith("llm"):
+                llm = asdict(cfg.llm)
+                if ARM_SEP in arm:
+                    llm["models"] = {arm.split(ARM_SEP, 1)[1]: 1.0}
+                options.setdefault("llm", llm)
+            try:
+                ops[arm] = make_operator(name, options)
+            except ValueError as e:  # unknown operator, bad option, missing API key
+                raise ConfigError(f"{cfg.source}: operators.{name}: {e}") from None
+    return ops

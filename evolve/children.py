@@ -22,20 +22,17 @@ import functools
 import logging
 import random
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any
 
 from evolve import selection as sel
 from evolve.bandit import (
-    ARM_SEP,
     Pull,
     ThompsonBandit,
     change,
     operator_of,
-    run_arms,
     target_of,
 )
-from evolve.config import ConfigError, RunConfig
+from evolve.config import RunConfig
 from evolve.operators.base import Candidate, MutationContext, Objective, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.population import FULL, PROPOSE, runtime_key, slot_code, spec_key
@@ -171,17 +168,11 @@ class ChildrenMixin:
         return self._prog_ids[ref]
 
     def _on_proposal(self, result: Proposal | Rejected, info: tuple) -> tuple[int, int] | None:
-        island, arm, slot, parent, second, insp, held = info
+        """Record what an operator returned: a rejection, a duplicate, or a new child queued
+        for evaluation ((runtime id, evaluation id))."""
+        island, arm, slot, parent, _, _, held = info
         op_name = operator_of(arm)
-        calls = [self.store.add_llm_call(self.run_id, c.model, c.prompt, c.response, c.tokens_in,
-                                         c.tokens_out, c.cost_usd, c.latency_s, c.error).id
-                 for c in result.llm_calls]
-        usd = sum(c.cost_usd for c in result.llm_calls)
-        self.settle_usd(held, usd)
-        self.llm_failed += sum(1 for c in result.llm_calls if c.error)
-        if isinstance(result, Rejected) and result.fatal:  # e.g. a wrong URL or a missing key
-            self.stop_detail = result.fatal
-            self._stop("llm_endpoint", {"error": result.fatal}, "llm_stop")
+        calls, usd = self._record_calls(result, held)
         parent_prog = self._program_id(slot, self._ref(parent, slot))
         arts = {"operator": op_name, "arm": arm, "usd": usd, "slot": slot,
                 "parent_runtime": parent.runtime_id, "llm_calls": calls,
@@ -196,6 +187,42 @@ class ChildrenMixin:
             if result.fixable:
                 self.feedback.rejected(island, slot, op_name, result.reason)
             return None
+        made = self._child_spec(result, info, parent_prog, calls, arts)
+        if made is None:
+            return None
+        spec_d, prog = made
+        key = runtime_key(self.store, spec_d, self.st.ref_hashes)
+        if key in self.st.seen_specs:
+            self._note_duplicate(island, slot, key, parent, result.code)
+            self._record_proposal("duplicate", prog.id if prog else parent_prog,
+                                  "the run already has this runtime (every slot's code and "
+                                  "params)", {**arts, "recorded_on": "the child's program"
+                                              if prog else "the parent's program"})
+            return None
+        rid = self._add_child(result, info, spec_d, key, usd)
+        return rid, self.store.enqueue_evaluation(self.run_id, rid, FULL)
+
+    def _record_calls(self, result: Proposal | Rejected, held: list[float]
+                      ) -> tuple[list[int], float]:
+        """Store the proposal's LLM calls, settle its dollar reservations, and stop the run
+        on a fatal endpoint error; (call ids, dollars)."""
+        calls = [self.store.add_llm_call(self.run_id, c.model, c.prompt, c.response, c.tokens_in,
+                                         c.tokens_out, c.cost_usd, c.latency_s, c.error).id
+                 for c in result.llm_calls]
+        usd = sum(c.cost_usd for c in result.llm_calls)
+        self.settle_usd(held, usd)
+        self.llm_failed += sum(1 for c in result.llm_calls if c.error)
+        if isinstance(result, Rejected) and result.fatal:  # e.g. a wrong URL or a missing key
+            self.stop_detail = result.fatal
+            self._stop("llm_endpoint", {"error": result.fatal}, "llm_stop")
+        return calls, usd
+
+    def _child_spec(self, result: Proposal, info: tuple, parent_prog: int | None,
+                    calls: list[int], arts: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+        """The child's RuntimeSpec dict and its new program (None for a spec-only child), or
+        None after recording why the proposal cannot be stored."""
+        island, _, slot, parent, *_ = info
+        op_name = arts["operator"]
         if result.code is not None:
             # Every operator checks its child, but the run does not rely on it: frozen code
             # outside the EVOLVE-BLOCKs, a syntax error or no change never gets stored.
@@ -215,18 +242,16 @@ class ChildrenMixin:
                                               run_id=self.run_id)
                 params = dict(spec.slots[slot].params) if slot in spec.slots else {}
                 spec = spec.with_slot(slot, prog.ref, params)
-            spec_d = spec.to_dict()
+            return spec.to_dict(), prog
         except SlotError as e:
             self._record_proposal("rejected", parent_prog, f"invalid child spec: {e}", arts)
             return None
-        key = runtime_key(self.store, spec_d, self.st.ref_hashes)
-        if key in self.st.seen_specs:
-            self._note_duplicate(island, slot, key, parent, result.code)
-            self._record_proposal("duplicate", prog.id if prog else parent_prog,
-                                  "the run already has this runtime (every slot's code and "
-                                  "params)", {**arts, "recorded_on": "the child's program"
-                                              if prog else "the parent's program"})
-            return None
+
+    def _add_child(self, result: Proposal, info: tuple, spec_d: dict[str, Any], key: Any,
+                   usd: float) -> int:
+        """Store a new child runtime with its edges and bandit event; remember its arm and,
+        under `search.reflect`, its opposite change. Its runtime id."""
+        island, arm, slot, parent, second, insp, _ = info
         uses_second = result.spec is not None
         edges = [(parent.runtime_id, "parent")]
         if uses_second and second.runtime_id != parent.runtime_id:
@@ -251,7 +276,7 @@ class ChildrenMixin:
                          note=f"reflects r{rt.id}: {result.reverse_note}"),
                 (island, arm, slot, parent, parent, [], []))
         self.note_parent_code(rt.id)
-        return rt.id, self.store.enqueue_evaluation(self.run_id, rt.id, FULL)
+        return rt.id
 
     def consider_reflection(self, runtime_id: int) -> None:
         """A child that did much worse than its parent (`search.reflect`) has the opposite of
@@ -364,25 +389,3 @@ def _propose(op: Any, ctx: MutationContext, name: str) -> Proposal | Rejected:
     except Exception as e:
         log.exception("operator %s raised", name)
         return Rejected(name, ctx.slot, f"operator raised {type(e).__name__}: {e}")
-
-
-def build_operators(cfg: RunConfig) -> dict[str, Any]:
-    """The configured operators by arm (evolve/bandit.py), built through the registry: LLM
-    ones get the `llm` settings, narrowed to one model for an `llm-diff@model` arm."""
-    from evolve.operators import make_operator
-
-    arms = run_arms(cfg)
-    ops = {}
-    for name, oc in cfg.operators.items():
-        for arm in [a for a in arms if operator_of(a) == name] or [name]:
-            options = dict(oc.options)
-            if name.startswith("llm"):
-                llm = asdict(cfg.llm)
-                if ARM_SEP in arm:
-                    llm["models"] = {arm.split(ARM_SEP, 1)[1]: 1.0}
-                options.setdefault("llm", llm)
-            try:
-                ops[arm] = make_operator(name, options)
-            except ValueError as e:  # unknown operator, bad option, missing API key
-                raise ConfigError(f"{cfg.source}: operators.{name}: {e}") from None
-    return ops

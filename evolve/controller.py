@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve import selection as sel
-from evolve.bandit import ArmStatus, child_pull, restore
-from evolve.children import ChildrenMixin, build_operators
+from evolve.bandit import ArmStatus, build_operators, child_pull, restore
+from evolve.children import ChildrenMixin
 from evolve.config import RunConfig
 from evolve.executors import Executor, Landed, LocalExecutor, make_job, replay
 from evolve.islands import IslandBook
@@ -48,6 +48,7 @@ from evolve.population import (
 )
 from evolve.prompts.failures import FailureBook
 from evolve.runlease import RunLease
+from evolve.walltime import prior_wall
 from population_db.engine import LeaseLost
 
 MAX_ATTEMPTS = 3  # an evaluation in flight at this many controller deaths is `crashed`
@@ -135,7 +136,7 @@ class Controller(ChildrenMixin):
         self.bandit, self.open_arms = restore(cfg, self.store, run.id, self.st, events)
         self.rng = random.Random(f"{cfg.seed}/{self.st.proposals}")  # fresh stream on resume
         self._usd = llm_usage(self.store, run.id)["usd"]
-        self.prior_wall = self._prior_wall(run.id)
+        self.prior_wall = prior_wall(self.store, run.id, self.name)
         self.t0 = time.monotonic()
         self.done0 = self.st.done
         self.store.set_run_status(run.id, "running")
@@ -178,38 +179,6 @@ class Controller(ChildrenMixin):
         self._progress()
         return Outcome(run.id, self.name, status, self.reason or "", self.st.done, wall,
                        self.stop_detail)
-
-    def _prior_wall(self, run_id: int) -> float:
-        """Wall seconds of the run's earlier sessions, killed ones included.
-
-        A session that ended normally wrote `session_end` with its wall time. One that was
-        killed (SIGKILL, power loss) wrote nothing: it counts from its start event to the
-        last thing it wrote, recorded now as a `session_lost` event, so a budget of
-        `max_wall_seconds` holds across kills (less the time after that last trace).
-        """
-        total, opened = 0.0, None
-        for e in self.store.events(run_id):
-            if e.kind in ("start", "resume"):
-                if opened is not None:  # two starts in a row: count the first one's trace
-                    total += self._lost(run_id, opened, e.created_at, record=False)
-                opened = e.created_at
-            elif e.kind in ("session_end", "session_lost"):
-                total += float((e.data or {}).get("wall_s", 0.0))
-                opened = None
-        if opened is not None:
-            total += self._lost(run_id, opened, None, record=True)
-        return total
-
-    def _lost(self, run_id: int, opened: Any, before: Any, record: bool) -> float:
-        last = self.store.last_activity(run_id, opened, before)
-        lost = max(0.0, (last - opened).total_seconds()) if last is not None else 0.0
-        if record:
-            log.warning("run %s: the previous session ended without a trace (killed?); "
-                        "counting %.1f s of wall time up to its last write", self.name, lost)
-            self.store.add_event(run_id, "session_lost", {
-                "wall_s": lost, "started_at": opened.isoformat(),
-                "last_activity": last.isoformat() if last is not None else None})
-        return lost
 
     def _loop(self, queue: deque) -> None:
         cc = self.cfg.concurrency

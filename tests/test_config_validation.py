@@ -86,7 +86,7 @@ def test_shipped_configs_load():
 
 
 def test_operator_errors_name_the_operator(monkeypatch):
-    from evolve.children import build_operators
+    from evolve.bandit import build_operators
 
     cfg = config_from_dict({"operators": {"gp": 1, "literal": {"weight": 1, "sigmaa": 2}}},
                            "q.yaml")
