@@ -80,6 +80,73 @@ def rejection_reasons(proposals: list[Any], top: int = 3) -> dict[str, int]:
     return dict(kinds.most_common(top))
 
 
+def _status_counts(full: list[Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """Scored rows by status, and those that finished without passing by the failed stage."""
+    by_status: dict[str, int] = {}
+    for r in full:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    failed_stage: dict[str, int] = {}
+    for r in full:
+        if r.status not in ("passed", "pending", "running"):
+            st = (r.artifacts or {}).get("failed_stage") or (
+                r.stage if r.stage != FULL else "unknown")
+            failed_stage[st] = failed_stage.get(st, 0) + 1
+    return by_status, failed_stage
+
+
+def _config_fields(cfg: dict[str, Any], start: dict[str, Any]) -> dict[str, Any]:
+    """The summary's fields taken from the run's config and its first start event."""
+    ev = cfg.get("evaluation") or {}
+    return {
+        "config_file": start.get("config_file"),
+        "target_slots": list((cfg.get("target") or {}).get("slots") or []),
+        "operators": sorted((cfg.get("operators") or {}).keys()),
+        "llm_models": sorted(((cfg.get("llm") or {}).get("models") or {}).keys()),
+        "workload": ",".join(ev.get("workloads") or []),
+    }
+
+
+def _best_fields(store: Any, run_id: int, runtimes: dict[int, Any], metric: str,
+                 sign: float) -> dict[str, Any]:
+    """The summary's fields on the best runtime and the seed, ranked as the leaderboard ranks."""
+    board = store.leaderboard(run_id, metric, limit=None, higher_is_better=sign > 0)
+    best = board[0] if board else None
+    seed_ids = {i for i, r in runtimes.items() if r.operator == "seed"}
+    seed = next((b for b in board if b.runtime.id in seed_ids), None)
+    best_v = best.score if best else None
+    seed_v = seed.score if seed else None
+    seed_tok = _engine(seed, "tok_s")
+    best_tok = _engine(best, "tok_s")
+    gain = None
+    if best_v is not None and seed_v:
+        gain = best_v / seed_v if sign > 0 else (seed_v / best_v if best_v else None)
+    return {
+        "best_runtime": best.runtime.id if best else None,
+        "best_operator": best.runtime.operator if best else None,
+        f"seed_{metric}": seed_v, f"best_{metric}": best_v,
+        "best": best_v, "seed": seed_v, "gain": gain,  # by the objective, its direction
+        "fidelity": fidelity_of(best.metrics) if best else None,
+        "best_by_workload": per_workload(best.metrics if best else None, metric),
+        "seed_by_workload": per_workload(seed.metrics if seed else None, metric),
+        "seed_tok_s": seed_tok, "best_tok_s": best_tok,
+        # tok/s of best and seed come from separate evaluations (separate processes);
+        # `best_ratio` is the best's ratio to the seed measured interleaved in one process.
+        "speedup": best_tok / seed_tok if best_tok and seed_tok else None,
+        "best_ratio": _engine(best, "ratio"),
+    }
+
+
+def _latest_session(events: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The latest session's start data and the stop events after it."""
+    # The latest session's start: its budget is the one in force (a resume may change it),
+    # and only a stop after it is this session's (a run in progress has none yet).
+    last = max((i for i, e in enumerate(events) if e.kind in ("start", "resume")), default=-1)
+    session = events[last].data or {} if last >= 0 else {}
+    stops = [e for e in events[last + 1:]
+             if e.kind in ("budget_stop", "stop", "seed_failed", "llm_stop")]
+    return session, stops
+
+
 def run_summary(store: Any, run: int | str) -> dict[str, Any]:
     """Progress, best, budgets used and events of a run, as plain data.
 
@@ -93,44 +160,16 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
     runtimes = {r.id: r for r in run_runtimes(store, rec.id)}
     full = scored_rows(store, rec.id)
     proposals = run_evaluations(store, rec.id, PROPOSE)
-    by_status: dict[str, int] = {}
-    for r in full:
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-    failed_stage: dict[str, int] = {}
-    for r in full:
-        if r.status not in ("passed", "pending", "running"):
-            st = (r.artifacts or {}).get("failed_stage") or (
-                r.stage if r.stage != FULL else "unknown")
-            failed_stage[st] = failed_stage.get(st, 0) + 1
-    board = store.leaderboard(rec.id, metric, limit=None, higher_is_better=sign > 0)
-    best = board[0] if board else None
-    seed_ids = {i for i, r in runtimes.items() if r.operator == "seed"}
-    seed = next((b for b in board if b.runtime.id in seed_ids), None)
-    best_v = best.score if best else None
-    seed_v = seed.score if seed else None
-    seed_tok = _engine(seed, "tok_s")
-    best_tok = _engine(best, "tok_s")
-    gain = None
-    if best_v is not None and seed_v:
-        gain = best_v / seed_v if sign > 0 else (seed_v / best_v if best_v else None)
+    by_status, failed_stage = _status_counts(full)
+    best = _best_fields(store, rec.id, runtimes, metric, sign)
     events = store.events(rec.id)
     start = next((e.data or {} for e in events if e.kind == "start"), {})
     ends = [e.data or {} for e in events if e.kind in ("session_end", "session_lost")]
-    # The latest session's start: its budget is the one in force (a resume may change it),
-    # and only a stop after it is this session's (a run in progress has none yet).
-    last = max((i for i, e in enumerate(events) if e.kind in ("start", "resume")), default=-1)
-    session = events[last].data or {} if last >= 0 else {}
-    stops = [e for e in events[last + 1:]
-             if e.kind in ("budget_stop", "stop", "seed_failed", "llm_stop")]
+    session, stops = _latest_session(events)
     usage = llm_usage(store, rec.id)
-    ev = cfg.get("evaluation") or {}
     return {
         "run": rec.name, "run_id": rec.id, "status": rec.status,
-        "config_file": start.get("config_file"),
-        "target_slots": list((cfg.get("target") or {}).get("slots") or []),
-        "operators": sorted((cfg.get("operators") or {}).keys()),
-        "llm_models": sorted(((cfg.get("llm") or {}).get("models") or {}).keys()),
-        "workload": ",".join(ev.get("workloads") or []),
+        **_config_fields(cfg, start),
         "device": ",".join(sorted({r.device for r in full if r.device})) or None,
         "metric": metric, "objective": f"{metric}:{'max' if sign > 0 else 'min'}",
         "evaluations": sum(v for k, v in by_status.items() if k not in ("pending", "running")),
@@ -143,18 +182,7 @@ def run_summary(store: Any, run: int | str) -> dict[str, Any]:
         "rejection_reasons": rejection_reasons(proposals),
         "failed_by_stage": failed_stage,
         "runtimes": len(runtimes),
-        "best_runtime": best.runtime.id if best else None,
-        "best_operator": best.runtime.operator if best else None,
-        f"seed_{metric}": seed_v, f"best_{metric}": best_v,
-        "best": best_v, "seed": seed_v, "gain": gain,  # by the objective, its direction
-        "fidelity": fidelity_of(best.metrics) if best else None,
-        "best_by_workload": per_workload(best.metrics if best else None, metric),
-        "seed_by_workload": per_workload(seed.metrics if seed else None, metric),
-        "seed_tok_s": seed_tok, "best_tok_s": best_tok,
-        # tok/s of best and seed come from separate evaluations (separate processes);
-        # `best_ratio` is the best's ratio to the seed measured interleaved in one process.
-        "speedup": best_tok / seed_tok if best_tok and seed_tok else None,
-        "best_ratio": _engine(best, "ratio"),
+        **best,
         "llm_calls": usage["calls"], "llm_tokens_in": usage["tokens_in"],
         "llm_tokens_out": usage["tokens_out"], "llm_usd": usage["usd"],
         "gpu_s": sum(float(r.duration_s or 0) for r in full

@@ -96,9 +96,18 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
     app.jinja_env.filters["pretty"] = _pretty
     if loopback_only:
         app.config["TRUSTED_HOSTS"] = LOOPBACK
-    static = _static_table()
     cache = PageCache(store)
-    db_label = make_url(store.url).render_as_string(hide_password=True)
+    _register_hooks(app, make_url(store.url).render_as_string(hide_password=True))
+    _register_static(app, _static_table())
+    _register_run_pages(app, store, cache)
+    _register_node_pages(app, store)
+    _register_compare(app, store, cache)
+    _register_errors(app)
+    return app
+
+
+def _register_hooks(app: Flask, db_label: str) -> None:
+    """Add the database label to every template and the security headers to every response."""
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
@@ -114,6 +123,10 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
             resp.headers["Cache-Control"] = "no-store"
         return resp
 
+
+def _register_static(app: Flask, static: dict[str, tuple[bytes, str]]) -> None:
+    """Serve the files of `static` (name -> body, content type), and nothing else."""
+
     @app.get("/static/<name>")
     def static_file(name: str) -> Response:
         if name not in static:
@@ -121,29 +134,15 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
         body, ctype = static[name]
         return Response(body, content_type=ctype)
 
+
+def _register_run_pages(app: Flask, store: Store, cache: PageCache) -> None:
+    """The runs list, a run's page and lineage tree, and their JSON."""
+
     @app.get("/")
     def index() -> str:
         cards = [cache.get(("card", r.id), r.id, lambda r=r: runs.run_card(store, r))
                  for r in reversed(store.list_runs())]
         return render_template("runs.html", runs=cards)
-
-    @app.get("/go")
-    def go() -> Any:
-        m = _ID.match(request.args.get("id", ""))
-        if m is None:
-            abort(404)
-        if m.group("kind"):
-            page = {"r": "runtime", "p": "program", "e": "evaluation"}[m.group("kind")]
-            return redirect(url_for(page, ident=int(m.group("num"))))
-        key = m.group("run").strip()
-        try:
-            return redirect(url_for("run", run_id=store.get_run(key).id))
-        except NotFound:
-            pass
-        try:  # a code-hash prefix
-            return redirect(url_for("program", ident=store.get_program(key).id))
-        except NotFound:
-            abort(404)
 
     @app.get("/run/<int:run_id>")
     def run(run_id: int) -> str:
@@ -170,6 +169,44 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
         if fn is None:
             abort(404)
         return jsonify(cache.get(("lineage", kind, run_id), run_id, lambda: fn(store, run_id)))
+
+
+def _register_node_pages(app: Flask, store: Store) -> None:
+    """The runtime, program and evaluation pages, and /go, which finds one by its id."""
+
+    @app.get("/go")
+    def go() -> Any:
+        m = _ID.match(request.args.get("id", ""))
+        if m is None:
+            abort(404)
+        if m.group("kind"):
+            page = {"r": "runtime", "p": "program", "e": "evaluation"}[m.group("kind")]
+            return redirect(url_for(page, ident=int(m.group("num"))))
+        key = m.group("run").strip()
+        try:
+            return redirect(url_for("run", run_id=store.get_run(key).id))
+        except NotFound:
+            pass
+        try:  # a code-hash prefix
+            return redirect(url_for("program", ident=store.get_program(key).id))
+        except NotFound:
+            abort(404)
+
+    @app.get("/runtime/<int:ident>")
+    def runtime(ident: int) -> str:
+        return render_template("runtime.html", **nodes.runtime_page(store, ident))
+
+    @app.get("/program/<int:ident>")
+    def program(ident: int) -> str:
+        return render_template("program.html", **nodes.program_page(store, ident))
+
+    @app.get("/evaluation/<int:ident>")
+    def evaluation(ident: int) -> str:
+        return render_template("evaluation.html", **nodes.evaluation_page(store, ident))
+
+
+def _register_compare(app: Flask, store: Store, cache: PageCache) -> None:
+    """The comparison of the runs named by `?run=` arguments: page, JSON and CSV."""
 
     def _compare() -> dict[str, Any]:
         return runs.compare([cache.get(("compare", i), i, lambda i=i: runs.compare_one(store, i))
@@ -203,22 +240,16 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
         return Response(buf.getvalue(), content_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": "attachment; filename=runs.csv"})
 
-    @app.get("/runtime/<int:ident>")
-    def runtime(ident: int) -> str:
-        return render_template("runtime.html", **nodes.runtime_page(store, ident))
 
-    @app.get("/program/<int:ident>")
-    def program(ident: int) -> str:
-        return render_template("program.html", **nodes.program_page(store, ident))
+def _error(code: int, title: str, detail: str) -> tuple[Any, int]:
+    """An error response: JSON under /api/, else the error page."""
+    if request.path.startswith("/api/"):
+        return jsonify({"error": title, "detail": detail}), code
+    return render_template("error.html", code=code, title=title, detail=detail), code
 
-    @app.get("/evaluation/<int:ident>")
-    def evaluation(ident: int) -> str:
-        return render_template("evaluation.html", **nodes.evaluation_page(store, ident))
 
-    def _error(code: int, title: str, detail: str) -> tuple[Any, int]:
-        if request.path.startswith("/api/"):
-            return jsonify({"error": title, "detail": detail}), code
-        return render_template("error.html", code=code, title=title, detail=detail), code
+def _register_errors(app: Flask) -> None:
+    """Answer errors: 404 for a missing row, HTTP errors' codes, 503 (database), 500 (bug)."""
 
     @app.errorhandler(NotFound)
     def _not_found(e: NotFound) -> tuple[Any, int]:
@@ -240,5 +271,3 @@ def create_app(store: Store, loopback_only: bool = True) -> Flask:
         log.exception("error on %s", request.path)
         return _error(500, "Internal error", "this page could not be built; the server's "
                       "log has the details")
-
-    return app
