@@ -71,6 +71,7 @@ import numpy as np
 from evolve.config import ConfigError, RunConfig, config_from_dict
 from evolve.population import COPY_OPERATORS, PROPOSE, RunState, load_state, run_evaluations
 from evolve.selection import fitness_values
+from evolve.store_protocol import RunStore
 
 MIN_COST_S = 0.1  # a cost floor, so a near-free lucky pull cannot dwarf every other reward
 # Relative gains below this count as none. Rewards are scaled by the largest seen, so
@@ -173,7 +174,7 @@ def target_of(arm: str) -> tuple[str | None, str | None]:
     return slot, fn or None
 
 
-def search_targets(cfg: RunConfig, store: Any) -> dict[str, list[str]] | None:
+def search_targets(cfg: RunConfig, store: RunStore) -> dict[str, list[str]] | None:
     """{slot: GP_TARGET functions of the seed program} for the run's target slots, or None
     when `search.targets` is off. A seed that cannot be read gives its slot no functions."""
     if not cfg.search.targets:
@@ -310,7 +311,7 @@ def child_pull(state: RunState, runtime_id: int, arm: str, usd: float,
     return Pull(arm, max(0.0, d), cost, min(abs(d), MAX_SPREAD))
 
 
-def restore(cfg: RunConfig, store: Any, run_id: int, state: RunState, events: list[Any]
+def restore(cfg: RunConfig, store: RunStore, run_id: int, state: RunState, events: list[Any]
             ) -> tuple[ThompsonBandit, dict[int, tuple[str, float, str | None]]]:
     """The run's bandit with every recorded pull folded in, and its open children
     (arm, usd, variation).
@@ -350,7 +351,7 @@ def restore(cfg: RunConfig, store: Any, run_id: int, state: RunState, events: li
     return bandit, open_
 
 
-def stored_status(store: Any, run: int | str) -> dict[str, Any] | None:
+def stored_status(store: RunStore, run: int | str) -> dict[str, Any] | None:
     """A stored run's operator choice as plain data, under the config the run began with
     (None if that config no longer loads)."""
     rec = store.get_run(run)

@@ -37,6 +37,7 @@ from evolve.operators.base import Candidate, MutationContext, Objective, Proposa
 from evolve.operators.edits import EditError, check_child
 from evolve.population import FULL, PROPOSE, runtime_key, slot_code, spec_key
 from evolve.prompts.failures import FailureBook, change_summary, describe_result
+from evolve.store_protocol import RunStore
 from runtime_modules.slots import SLOTS, RuntimeSpec, SlotError
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ChildrenMixin:
     """Proposal submission and recording for the Controller."""
 
     cfg: RunConfig
-    store: Any
+    store: RunStore
     run_id: int
     bandit: ThompsonBandit
     open_arms: dict[int, tuple[str, float, str | None]]  # child -> (arm, usd, variation)

@@ -48,6 +48,7 @@ from evolve.population import (
 )
 from evolve.prompts.failures import FailureBook
 from evolve.runlease import RunLease
+from evolve.store_protocol import Harness, RunStore
 from evolve.walltime import prior_wall
 from population_db.engine import LeaseLost
 
@@ -72,7 +73,8 @@ class Outcome:
 class Controller(ChildrenMixin):
     """Runs (or resumes) one named run of a config; see the module docstring."""
 
-    def __init__(self, cfg: RunConfig, store: Any, harness: Any, name: str | None = None,
+    def __init__(self, cfg: RunConfig, store: RunStore, harness: Harness,
+                 name: str | None = None,
                  operators: dict[str, Any] | None = None, device: str = "cpu",
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
                  executor: Executor | None = None):
@@ -131,7 +133,7 @@ class Controller(ChildrenMixin):
             self.store.add_event(run.id, "config_changed", {"sections": changed})
         self.st = load_state(self.store, run.id)
         events = self.store.events(run.id)
-        self.book = IslandBook(self, events)
+        self.book = IslandBook(cfg, self.store, run.id, self.st, self.objectives, events)
         self.replay_feedback()  # a resumed run's prompts keep their failure notes
         self.bandit, self.open_arms = restore(cfg, self.store, run.id, self.st, events)
         self.rng = random.Random(f"{cfg.seed}/{self.st.proposals}")  # fresh stream on resume
@@ -349,7 +351,9 @@ class Controller(ChildrenMixin):
                 return
         # Failures count too: a run whose children all fail is stagnating, and migration
         # keeps its interval whatever the evaluation that lands on it.
-        self.book.after_result()
+        stagnant = self.book.after_result(stopping=self.reason is not None)
+        if stagnant is not None:
+            self._stop("stagnation", stagnant)
 
     def stats(self) -> dict[str, Any]:
         """Progress figures: done/budget, best and seed values, rate, failures, dollars."""

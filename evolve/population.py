@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from evolve.selection import Member
+from evolve.store_protocol import RunStore
 from population_db.models import Evaluation, LLMCall, Runtime, RuntimeParent
 from population_db.records import EvaluationRecord, RuntimeRecord
 from runtime_modules.slots import RuntimeSpec, code_hash, program_path
@@ -33,7 +34,7 @@ COPY_OPERATORS = ("migration", "reseed")  # runtimes scored by the runtime they 
 FINAL = ("passed", "failed", "timeout", "crashed", "rejected")
 
 
-def run_runtimes(store: Any, run_id: int) -> list[RuntimeRecord]:
+def run_runtimes(store: RunStore, run_id: int) -> list[RuntimeRecord]:
     """Every runtime of a run with its parent edges, oldest first."""
     with Session(store.engine) as s:
         rows = s.scalars(select(Runtime).where(Runtime.run_id == run_id)
@@ -47,7 +48,7 @@ def run_runtimes(store: Any, run_id: int) -> list[RuntimeRecord]:
         return [RuntimeRecord.from_row(r, tuple(edges[r.id])) for r in rows]
 
 
-def run_evaluations(store: Any, run_id: int, stage: str | None = None) -> list[EvaluationRecord]:
+def run_evaluations(store: RunStore, run_id: int, stage: str | None = None) -> list[EvaluationRecord]:
     """A run's evaluations (optionally of one stage), in id order."""
     with Session(store.engine) as s:
         q = select(Evaluation).where(Evaluation.run_id == run_id)
@@ -56,7 +57,7 @@ def run_evaluations(store: Any, run_id: int, stage: str | None = None) -> list[E
         return [EvaluationRecord.from_row(r) for r in s.scalars(q.order_by(Evaluation.id))]
 
 
-def llm_usage(store: Any, run_id: int) -> dict[str, float]:
+def llm_usage(store: RunStore, run_id: int) -> dict[str, float]:
     """LLM calls, tokens in/out and dollars of a run."""
     with Session(store.engine) as s:
         n, tin, tout, usd = s.execute(
@@ -67,14 +68,14 @@ def llm_usage(store: Any, run_id: int) -> dict[str, float]:
     return {"calls": int(n), "tokens_in": int(tin), "tokens_out": int(tout), "usd": float(usd)}
 
 
-def slot_code(store: Any, slot: str, ref: str) -> str:
+def slot_code(store: RunStore, slot: str, ref: str) -> str:
     """The source of a program reference (seed files from disk, sha256 from the store)."""
     if ref.startswith("sha256:"):
         return store.get_program(ref).code
     return program_path(slot, ref).read_text(encoding="utf-8")
 
 
-def slot_hashes(store: Any, spec: dict[str, Any], slots: list[str],
+def slot_hashes(store: RunStore, spec: dict[str, Any], slots: list[str],
                 cache: dict[str, str]) -> set[tuple[str, str]]:
     """(slot, code hash) of the target slots' programs in `spec`."""
     out = set()
@@ -120,7 +121,7 @@ def spec_key(spec: dict[str, Any]) -> str:
     return RuntimeSpec.from_dict(spec).fingerprint()
 
 
-def runtime_key(store: Any, spec: dict[str, Any], ref_hashes: dict[str, str]) -> str:
+def runtime_key(store: RunStore, spec: dict[str, Any], ref_hashes: dict[str, str]) -> str:
     """Identity of a whole runtime: `spec_key` with every program ref replaced by its code's
     hash, so a seed named `seed:...` and the same code stored as `sha256:...` are one."""
     d = RuntimeSpec.from_dict(spec).to_dict()
@@ -181,7 +182,7 @@ def record_result(state: RunState, runtime_id: int, row: EvaluationRecord) -> No
     state.history.append((runtime_id, row.id))
 
 
-def load_state(store: Any, run_id: int) -> RunState:
+def load_state(store: RunStore, run_id: int) -> RunState:
     """Rebuild a run's state from the database (fresh runs give an empty state)."""
     st = RunState()
     runtimes = run_runtimes(store, run_id)

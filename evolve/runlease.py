@@ -21,7 +21,8 @@ import os
 import secrets
 import socket
 import threading
-from typing import Any
+
+from evolve.store_protocol import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def owner_is_dead(owner: str) -> bool:
 class RunLease:
     """Holds one run's lease while a controller runs it; see the module docstring."""
 
-    def __init__(self, store: Any, run_id: int, lease_s: float = LEASE_S):
+    def __init__(self, store: RunStore, run_id: int, lease_s: float = LEASE_S):
         self.store, self.run_id, self.lease_s = store, run_id, lease_s
         self.owner = owner_id()
         self.lost = False  # set by the renewal thread when another controller took over

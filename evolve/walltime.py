@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from evolve.store_protocol import RunStore
+
 log = logging.getLogger(__name__)
 
 
-def prior_wall(store: Any, run_id: int, name: str) -> float:
+def prior_wall(store: RunStore, run_id: int, name: str) -> float:
     """Wall seconds of the run's earlier sessions, killed ones included.
 
     A session that ended normally wrote `session_end` with its wall time. One that was
@@ -31,7 +33,7 @@ def prior_wall(store: Any, run_id: int, name: str) -> float:
     return total
 
 
-def _lost(store: Any, run_id: int, name: str, opened: Any, before: Any, record: bool) -> float:
+def _lost(store: RunStore, run_id: int, name: str, opened: Any, before: Any, record: bool) -> float:
     """Seconds from a session's start to its last write before `before` (recorded as a
     `session_lost` event when `record`)."""
     last = store.last_activity(run_id, opened, before)
