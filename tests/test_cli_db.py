@@ -155,3 +155,39 @@ def test_lineage_scores_by_the_runs_objective_with_tok_s_alongside(tmp_path, cap
     assert f"modeled_ratio {vals[r2.id][0]:.4g}  tok_s {vals[r2.id][1]:.4g}" in first
     code, out, _ = _run(capsys, "lineage", f"r{r2.id}", "--db", url, "--metric", "tok_s")
     assert "modeled_ratio" not in out and f"tok_s {vals[r1.id][1]:.4g}" in out.splitlines()[1]
+
+
+def test_lineage_says_how_each_child_was_made_and_its_unconfirmed_sim_score(tmp_path,
+                                                                           capsys) -> None:
+    url = f"sqlite:///{tmp_path}/how.db"
+    st = Store.open(url)
+    run, _ = st.get_or_create_run("how", {"selection": {"objectives": ["modeled_ratio:max"]}})
+    r1 = st.add_runtime(run.id, {"slots": {}})
+    r2 = st.add_runtime(run.id, {"slots": {}}, generation=1, operator="gp",
+                        parents=[(r1.id, "parent")])
+    r3 = st.add_runtime(run.id, {"slots": {}}, generation=2, operator="literal",
+                        parents=[(r2.id, "parent")])
+    ratio = random.Random(random.getrandbits(64)).uniform(1.01, 1.3)
+    st.add_evaluation(stage="full", status="passed", runtime_id=r2.id, run_id=run.id,
+                      metrics={"modeled_ratio": ratio, "confirmed": 0})  # sim only
+    st.add_evaluation(stage="full", status="passed", runtime_id=r3.id, run_id=run.id,
+                      metrics={"modeled_ratio": ratio * 1.1, "tok_s": 50.0, "confirmed": 1})
+    st.add_event(run.id, "bandit", {"runtime": r2.id, "arm": "gp#scheduler.priority",
+                                    "variation": "add_term",
+                                    "note": "mut_add_term on priority: x + 0.5 * cached"})
+    st.add_event(run.id, "bandit", {"runtime": r3.id, "arm": "literal#scheduler.priority",
+                                    "note": "line 44: 0.5 -> 0.9"})
+    st.close()
+    code, out, _ = _run(capsys, "lineage", f"r{r3.id}", "--db", url)
+    lines = out.splitlines()
+    assert code == 0
+    assert f"modeled_ratio {ratio * 1.1:.4g}  tok_s 50" in lines[0]  # confirmed: ranks
+    assert "via literal#scheduler.priority" in lines[0] and "line 44: 0.5 -> 0.9" in lines[1]
+    assert f"modeled_ratio {ratio:.4g} (sim, not confirmed)" in lines[2]
+    assert "via gp#scheduler.priority/add_term" in lines[2]
+    assert "x + 0.5 * cached" in lines[3]
+    assert lines[4].strip().startswith(f"parent: r{r1.id} [seed]") and "via" not in lines[4]
+    code, out, _ = _run(capsys, "lineage", f"r{r3.id}", "--db", url, "--json")
+    nodes = {n["id"]: n for n in json.loads(out)}
+    assert nodes[f"r{r2.id}"]["variation"] == "add_term"
+    assert nodes[f"r{r2.id}"]["sim_score"] == pytest.approx(ratio)

@@ -126,22 +126,38 @@ def lineage_nodes(store: Store, ident: str, metric: str | None = None) -> list[d
                                          else {"program_ids": ids}), skip_stages=("propose",))
     scores: dict[int, float] = {}
     tok: dict[int, float] = {}
+    changes: dict[int, dict[str, Any]] = {}
     if kind == "r":
         metric = metric or run_objective(store, node.run_id)[0]
         scores = store.scores(node.run_id, ids, metric)
         tok = scores if metric == "tok_s" else store.scores(node.run_id, ids, "tok_s")
+        changes = {int(e.data["runtime"]): e.data for e in store.events(node.run_id, "bandit")
+                   if (e.data or {}).get("runtime") in ids}
     rows = []
     for e in entries:
         ev = latest.get((kind, e.node.id))
+        made = changes.get(e.node.id, {})
         rows.append({"id": f"{kind}{e.node.id}", "depth": e.depth, "role": e.role,
                      "via": f"{kind}{e.via_id}" if e.via_id is not None else None,
                      "operator": e.node.operator,
                      "generation": getattr(e.node, "generation", None),
                      "score": scores.get(e.node.id), "metric": metric if kind == "r" else None,
                      "tok_s": tok.get(e.node.id),
+                     "sim_score": (_full_score(store, e.node.id, metric)
+                                   if kind == "r" and e.node.id not in scores else None),
+                     "arm": made.get("arm"), "variation": made.get("variation"),
+                     "change": made.get("note"),
                      "stage": ev.stage if ev else None, "status": ev.status if ev else None,
                      "metrics": ev.metrics if ev else {}})
     return rows
+
+
+def _full_score(store: Store, runtime_id: int, metric: str | None) -> float | None:
+    """`metric` of a runtime's passed `full` row when it is not confirmed on the real engine
+    (a `sim`-only score: it never ranks, but shows where the lineage climbed)."""
+    rows = [r for r in store.evaluations(runtime_id=runtime_id, stage="full")
+            if r.status == "passed" and isinstance((r.metrics or {}).get(metric), (int, float))]
+    return float(rows[-1].metrics[metric]) if rows else None
 
 
 def render_tree(rows: list[dict[str, Any]]) -> str:
@@ -164,12 +180,18 @@ def render_tree(rows: list[dict[str, Any]]) -> str:
             head += f"  {r['metric']} {r['score']:.4g}"
             if r["metric"] != "tok_s" and r["tok_s"] is not None:
                 head += f"  tok_s {r['tok_s']:.4g}"
+        elif r.get("sim_score") is not None:
+            head += f"  {r['metric']} {r['sim_score']:.4g} (sim, not confirmed)"
         elif r["metrics"]:
             head += f"  {_metrics(r['metrics'])}"
+        if r.get("arm"):
+            head += f"  via {r['arm']}" + (f"/{r['variation']}" if r.get("variation") else "")
         if r["id"] in shown and parents.get(r["id"]):
             lines.append(head + "  (ancestry shown above)")
             return
         lines.append(head)
+        if r.get("change"):  # what the operator changed (its note)
+            lines.append(f"{indent}    = {r['change']}")
         shown.add(r["id"])
         for p in sorted(parents.get(r["id"], []), key=lambda p: (p["role"], p["id"])):
             walk(by_id[p["id"]] | {"role": p["role"]}, indent + "  ", p["role"])
