@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="delete the default database first")
     ap.add_argument("--out", default=str(ROOT / "results" / "search_vs_random"),
                     help="output path without extension (.csv and .png are written)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: write the CSV, plot and summary from the runs the "
+                         "database already has (finished or not)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from evolve.launch import launch
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     db = args.db
     if db is None:
         path = ROOT / "results" / "search_vs_random.db"
-        if args.fresh:
+        if args.fresh and not args.report_only:
             for p in path.parent.glob(path.name + "*"):  # the file and its -wal / -shm
                 p.unlink()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, overrides(method, seed, args.evaluations, args.set))
             metric, sign = cfg.selection.parsed_objectives()[0]
             name = f"svr-{method}-{seed}"
+            if args.report_only:
+                store = Store.open(db)
+                if name in {r.name for r in store.list_runs()}:
+                    curves[(method, seed)] = best_so_far(store, store.get_run(name).id, metric,
+                                                         sign)
+                continue
             outcome, _ = launch(cfg, name=name, db=db, runs_csv=None, progress=False)
             curves[(method, seed)] = best_so_far(Store.open(db), outcome.run_id, metric, sign)
             log.info("%s: %s after %d evaluations (%s), best %s %s", name, outcome.status,
