@@ -217,7 +217,8 @@ def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
 
     Returns the child and its mirror, the same term with the opposite sign."""
     args = list(pset.arguments)
-    used = {node.name for node in tree if isinstance(node, gp.Terminal)}
+    # an argument terminal's `name` is DEAP's ARG<i>; its `value` is the argument's name
+    used = {node.value for node in tree if isinstance(node, gp.Terminal)}
     fresh = [a for a in args if a not in used]
     # mostly a feature the expression does not use yet: that is what subtrees rarely add
     pool = fresh if fresh and rng.random() < 0.75 else args
