@@ -52,7 +52,7 @@ class ChildrenMixin:
     bandit: ThompsonBandit
     open_arms: dict[int, tuple[str, float, str | None]]  # child -> (arm, usd, variation)
     reverses: dict[int, tuple]  # child -> (its opposite change as a Proposal, info)
-    reflections: list[tuple]  # (Proposal, info) to breed next: opposites of costly changes
+    reflections: list[tuple]  # (Proposal, info, child, change): opposites to breed next
     objectives: list[tuple[str, float]]
     feedback: FailureBook  # actionable failures per island and slot, for the prompts
     llm_failed: int
@@ -293,9 +293,16 @@ class ChildrenMixin:
             return
         d = change(dict(row.metrics or {}), parent.metrics, self.objectives[0])
         if d <= -float(self.cfg.search.reflect or 0.0):
-            self.reflections.append(item)
-            self.store.add_event(self.run_id, "reflect", {"runtime": runtime_id,
-                                                          "change": round(d, 6)})
+            self.reflections.append((*item, runtime_id, d))
+
+    def breed_reflection(self) -> tuple[int, int] | None:
+        """Breed the oldest pending opposite (a `reflect` event names the child it mirrors);
+        what `_on_proposal` returns."""
+        prop, info, runtime_id, d = self.reflections.pop(0)
+        self.st.proposals += 1
+        self.store.add_event(self.run_id, "reflect", {"runtime": runtime_id,
+                                                      "change": round(d, 6)})
+        return self._on_proposal(prop, info)
 
     def _note_duplicate(self, island: int, slot: str, key: Any, parent: sel.Member,
                         code: str | None) -> None:

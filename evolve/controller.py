@@ -238,8 +238,7 @@ class Controller(ChildrenMixin):
             # the opposite of a change that hurt goes ahead of new proposals
             while self.reflections and self.reason is None and self._may_propose(
                     len(evals) + len(queue) + len(props)):
-                self.st.proposals += 1
-                queued = self._on_proposal(*self.reflections.pop(0))
+                queued = self.breed_reflection()
                 if queued:
                     queue.append(queued)
             if done:
