@@ -23,10 +23,12 @@ import signal
 import tempfile
 import threading
 import weakref
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fitness.jobs import StageRun, WorkerJob
 from fitness.oracle import OracleJudge
 from fitness.result import BENCH_STAGES, SLOT_STAGES, STAGES, EvalReport, StageResult
 from fitness.sandbox import (
@@ -191,31 +193,32 @@ class Harness:
             report.stages.append(res)
             if not res.ok:
                 break
-        # the other workloads' bench stages, keyed `stage@workload` on the worker's channel
-        keys = [(s, 0) for s in worker_stages] + [
-            (s, i) for i in range(1, len(workloads)) for s in benches]
-        if keys and (not report.stages or report.stages[-1].ok):
-            names = [s if i == 0 else f"{s}@{workloads[i]}" for s, i in keys]
-            job = {"stages": names, "spec": d, "slots": slots, "device": self.device,
-                   "model": model, "workload": workloads[0], "seed": secrets.randbelow(2**31),
-                   "baseline": self._resolve(baseline) if baseline is not None else None,
-                   "options": {**self.options, "parents": parents or {}}}
+        # the first workload's stages, then the other workloads' bench stages
+        runs = [(StageRun(s), 0) for s in worker_stages] + [
+            (StageRun(s, workloads[i]), i) for i in range(1, len(workloads)) for s in benches]
+        if runs and (not report.stages or report.stages[-1].ok):
+            options = {**self.options, "parents": parents or {}}
             base_d, sim_base = self._sim_baselines(d, baseline, workloads, model) \
                 if "sim" in benches else ({}, {})
             if sim_base:  # a candidate far slower than the seed is cut off on the modeled clock
                 factor = float(self.options.get("sim_max_slowdown", 4.0))
-                job["options"]["sim_max_modeled_s"] = {
+                options["sim_max_modeled_s"] = {
                     w: factor * b["modeled_time_s"] for w, b in sim_base.items()
                     if isinstance(b, dict)}
                 # engine steps are what a simulation costs on the CPU
-                job["options"]["sim_max_steps"] = {
+                options["sim_max_steps"] = {
                     w: int(factor * b["work_steps"]) + 100 for w, b in sim_base.items()
                     if isinstance(b, dict) and "work_steps" in b}
-            for res, (stage, i) in zip(self._run_worker(job, names), keys):
-                if stage == "sim":
+            job = WorkerJob(runs=tuple(r for r, _ in runs), spec=d, slots=tuple(slots),
+                            device=self.device, model=model, workload=workloads[0],
+                            seed=secrets.randbelow(2**31),
+                            baseline=self._resolve(baseline) if baseline is not None else None,
+                            options=options)
+            for res, (stage, i) in zip(self._run_worker(job), runs):
+                if stage.name == "sim":
                     res = self._sim_ratio(res, d, base_d, workloads[i],
                                           reports[i].workload_hash, sim_base.get(workloads[i]))
-                reports[i].stages.append(dataclasses.replace(res, stage=stage))
+                reports[i].stages.append(res)
         ran = []
         for r in reports:
             ran.append(r)
@@ -257,11 +260,11 @@ class Harness:
             elif base_d != d:
                 todo.append(wl)
         if todo:
-            names = ["sim"] + [f"sim@{w}" for w in todo[1:]]
-            job = {"stages": names, "spec": base_d, "slots": [], "device": self.device,
-                   "model": model, "workload": todo[0], "seed": secrets.randbelow(2**31),
-                   "baseline": None, "options": dict(self.options)}
-            results = self._run_worker(job, names)
+            runs = (StageRun("sim"),) + tuple(StageRun("sim", w) for w in todo[1:])
+            job = WorkerJob(runs=runs, spec=base_d, device=self.device, model=model,
+                            workload=todo[0], seed=secrets.randbelow(2**31),
+                            options=dict(self.options))
+            results = self._run_worker(job)
             for wl, res in zip(todo, results):
                 if res.ok:
                     self._sim_base[self._sim_key(base_d, wl)] = dict(res.metrics)
@@ -349,15 +352,15 @@ class Harness:
             metrics[slot] = res.metrics
         return StageResult("contract", "passed", {**metrics, "cached": True})
 
-    def _run_worker(self, job: dict[str, Any], stages: list[str]) -> list[StageResult]:
+    def _run_worker(self, job: WorkerJob) -> list[StageResult]:
+        """Run `job` in a sandboxed worker: one result per run, up to the first not passed."""
         env = {"SDS_PROGRAM_DIR": str(self.program_dir)}
         if not self.device.startswith("cuda"):
             env["TRITON_INTERPRET"] = "1"  # Triton kernels run under the interpreter on CPU
-        timeouts = {**self.timeouts, **{k: self.timeouts[k.partition("@")[0]] for k in stages}}
         judge = None
-        if {"correctness", "bench"} & {k.partition("@")[0] for k in stages}:
+        if {"correctness", "bench"} & set(job.stage_names):
             oracle = self.oracle()
-            judge = lambda msg: oracle.judge(job, msg)
+            judge = lambda run, msg: oracle.judge(job, run, msg)
         cpu_only = not self.device.startswith("cuda")
         with self._spare_lock:
             worker = self._spare.pop() if self._spare else None
@@ -368,12 +371,12 @@ class Harness:
             spare = spawn_worker(self.limits, cpu_only, env, preimport=list(STAGES))
             with self._spare_lock:
                 self._spare.append(spare)
-        run = run_worker(job, timeouts, startup_timeout_s=self.startup_timeout_s,
+        run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
                          limits=self.limits, cpu_only=cpu_only, env_extra=env, judge=judge,
                          worker=worker)
         self.last_run = run
-        results = _stage_results(run, stages)
-        if job["stages"] and job["stages"][0] == "contract" and results and \
+        results = _stage_results(run, job.runs)
+        if job.runs and job.runs[0].name == "contract" and results and \
                 results[0].stage == "contract" and results[0].status in ("passed", "failed"):
             self._remember_contract(job, results[0])
         return results
@@ -391,9 +394,9 @@ class Harness:
                 self._oracle = OracleJudge(self.device, workdir)
             return self._oracle
 
-    def _remember_contract(self, job: dict[str, Any], res: StageResult) -> None:
+    def _remember_contract(self, job: WorkerJob, res: StageResult) -> None:
         """Cache per-slot contract outcomes: all slots on a pass, the failing slot on a fail."""
-        codes = {s: self._code(s, job["spec"]["slots"][s]["program"]) for s in job["slots"]}
+        codes = {s: self._code(s, job.spec["slots"][s]["program"]) for s in job.slots}
         for slot, code in codes.items():
             if res.ok:
                 per = StageResult("contract", "passed", dict(res.metrics.get(slot) or {}))
@@ -401,7 +404,7 @@ class Harness:
                 per = res
             else:
                 continue
-            self._cache[self._contract_key(slot, job["spec"], code)] = per
+            self._cache[self._contract_key(slot, job.spec, code)] = per
 
     def _workload_hash(self, name: str) -> str | None:
         from fitness.workloads import get_workload
@@ -445,39 +448,45 @@ def _discard_all(spare: list[Worker], lock: threading.Lock) -> None:
         discard_worker(w)
 
 
-def _stage_results(run: SandboxRun, stages: list[str]) -> list[StageResult]:
-    """Turn the worker's messages (or their absence) into one result per stage run."""
-    by_stage = {m["stage"]: m for m in run.messages if m.get("type") == "result"}
-    started = [m["stage"] for m in run.messages if m.get("type") == "start"]
+def _stage_results(run: SandboxRun, runs: Sequence[StageRun]) -> list[StageResult]:
+    """Turn the worker's messages (or their absence) into one result per stage run.
+
+    Each result carries its run's stage name; its error text names the run (`bench@W` for
+    a bench stage on another workload), as it always has.
+    """
+    results = [m for m in run.messages if m.get("type") == "result"]
+    starts = [m for m in run.messages if m.get("type") == "start"]
     tails = {"stdout_tail": run.stdout_tail[-2000:], "stderr_tail": run.stderr_tail[-2000:]}
     out: list[StageResult] = []
-    for stage in stages:
-        msg = by_stage.get(stage)
-        if run.protocol_error and (stage in started or not out):
+    for i, sr in enumerate(runs):
+        msg = next((m for m in reversed(results) if sr.matches(m)), None)
+        started = any(sr.matches(m) for m in starts)
+        name, label = sr.name, sr.label
+        if run.protocol_error and (started or not out):
             # forged or garbled messages: nothing the worker said about this stage counts
-            res = StageResult(stage, "rejected", {}, f"{stage}: {run.protocol_error} "
+            res = StageResult(name, "rejected", {}, f"{label}: {run.protocol_error} "
                               "(candidate code writing to the result channel?)", tails,
                               run.wall_s)
         elif msg is not None:
             res = StageResult.from_dict({k: v for k, v in msg.items() if k != "type"})
             if run.limit_hit and res.ok:
-                res = StageResult(stage, "rejected", res.metrics, _limit_error(run),
+                res = StageResult(name, "rejected", res.metrics, _limit_error(run),
                                   {**res.artifacts, **tails}, res.duration_s)
         elif run.limit_hit:
-            res = StageResult(stage, "rejected", {}, _limit_error(run), tails, run.wall_s)
-        elif run.timed_out_stage == stage or (run.timed_out_stage == "startup" and not out):
-            res = StageResult(stage, "timeout", {}, f"{stage}: exceeded its wall-clock limit of "
+            res = StageResult(name, "rejected", {}, _limit_error(run), tails, run.wall_s)
+        elif run.timed_out_stage == sr or (run.startup_timed_out and not out):
+            res = StageResult(name, "timeout", {}, f"{label}: exceeded its wall-clock limit of "
                               f"{run.timeout_s:g} s; the process group was killed", tails,
                               run.timeout_s or 0.0)
-        elif stage in started or not out:
-            res = StageResult(stage, "crashed", {}, f"{stage}: the worker died "
+        elif started or not out:
+            res = StageResult(name, "crashed", {}, f"{label}: the worker died "
                               f"({_exit_text(run.returncode)}) without reporting a result",
                               {**tails, "returncode": run.returncode}, run.wall_s)
         else:  # every stage before it passed, yet it never started: never report "passed"
-            res = StageResult(stage, "crashed", {}, f"{stage}: the worker ended "
-                              f"({_exit_text(run.returncode)}) after {out[-1].stage} passed, "
-                              "before starting it", {**tails, "returncode": run.returncode},
-                              0.0)
+            res = StageResult(name, "crashed", {}, f"{label}: the worker ended "
+                              f"({_exit_text(run.returncode)}) after {runs[i - 1].label} "
+                              "passed, before starting it",
+                              {**tails, "returncode": run.returncode}, 0.0)
         if run.forged_messages:
             res.artifacts["ignored_messages"] = run.forged_messages
         out.append(res)

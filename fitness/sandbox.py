@@ -24,11 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fitness.jobs import StageRun, WorkerJob
 from fitness.proctrack import MARKER_VAR, ProcessTracker
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE
 TAIL_BYTES = 4096
 MAX_MESSAGE_BYTES = 8 << 20
 _warned: set[str] = set()
+# the harness's verdict on one result message of a run (fitness/oracle.py): a new message
+Judge = Callable[[StageRun, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,8 @@ class SandboxRun:
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     returncode: int | None = None
-    timed_out_stage: str | None = None
+    timed_out_stage: StageRun | None = None  # the run that exceeded its wall-clock limit
+    startup_timed_out: bool = False  # no stage had started when the deadline passed
     timeout_s: float | None = None
     limit_hit: bool = False
     stdout_tail: str = ""
@@ -200,14 +204,14 @@ def discard_worker(w: Worker) -> None:
     shutil.rmtree(w.workdir, ignore_errors=True)
 
 
-def _send_job(w: Worker, job: dict[str, Any], timeout_s: float) -> bool:
+def _send_job(w: Worker, job: WorkerJob, timeout_s: float) -> bool:
     """Write the job down the worker's pipe and close it; False if the worker is gone or
     did not read it within `timeout_s` (a job over the pipe's buffer waits for the reader)."""
     if w.proc.poll() is not None:
         os.close(w.job_fd)
         w.job_fd = -1
         return False
-    data = memoryview(json.dumps(job).encode())
+    data = memoryview(json.dumps(job.to_dict()).encode())
     deadline = time.monotonic() + timeout_s
     os.set_blocking(w.job_fd, False)
     try:
@@ -228,19 +232,18 @@ def _send_job(w: Worker, job: dict[str, Any], timeout_s: float) -> bool:
     return True
 
 
-def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
+def run_worker(job: WorkerJob, stage_timeouts: dict[str, float], *,
                startup_timeout_s: float = 60.0, limits: SandboxLimits = SandboxLimits(),
                cpu_only: bool = True, env_extra: dict[str, str] | None = None,
                keep_workdir: bool = False,
-               judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-               worker: Worker | None = None) -> SandboxRun:
+               judge: Judge | None = None, worker: Worker | None = None) -> SandboxRun:
     """Run the worker on `job` in a sandbox; each stage gets its own wall-clock deadline.
 
-    The worker announces `{"type": "start", "stage": s}` before each stage; from then on
-    stage `s` has `stage_timeouts[s]` seconds. Afterwards every process of the evaluation
+    The worker announces `{"type": "start", **run.to_dict()}` before each of the job's
+    runs; from then on the run has `stage_timeouts[run.name]` seconds. Afterwards every process of the evaluation
     (process group, cgroup, marker) is killed, even if the worker exited cleanly.
     `judge`, if given, sees each stage result as it arrives and returns it with the
-    harness's verdict (fitness/oracle.py); a result it turns from passed to anything else
+    harness's verdict (fitness/oracle.py), given the run it is about; a result it turns from passed to anything else
     ends the run there (the worker is killed, the later stages never count). `worker`: one
     from `spawn_worker` with the same limits, `cpu_only` and `env_extra`, already past its
     start-up (used once; a dead or mismatched one is discarded and a fresh one started).
@@ -261,7 +264,7 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
     proc, tracker = worker.proc, worker.tracker
     try:
         _pump(proc, worker.r_fd, worker.nonce, stage_timeouts, startup_timeout_s, tracker, run,
-              list(job.get("stages") or []), judge)
+              job.runs, judge)
     finally:
         os.close(worker.r_fd)
         worker.r_fd = -1
@@ -283,10 +286,10 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
 
 
 def protocol_violation(seen: list[dict[str, Any]], msg: dict[str, Any],
-                       stages: list[str]) -> str | None:
+                       runs: Sequence[StageRun]) -> str | None:
     """None if `msg` may follow `seen`, else why not.
 
-    The worker says hello, then for each stage of the job in order `start` then one
+    The worker says hello, then for each run of the job in order `start` then one
     `result`, stopping after the first result that did not pass, then `done`. Anything
     else (a result for a stage not running, a second result, a skipped stage, messages
     after the end) is candidate code forging the channel.
@@ -303,26 +306,32 @@ def protocol_violation(seen: list[dict[str, Any]], msg: dict[str, Any],
     if last is not None and last.get("type") == "done":
         return f"a {kind} message after done"
     if kind == "start":
-        done = [m["stage"] for m in flow if m.get("type") == "start"]
+        done = sum(m.get("type") == "start" for m in flow)
         if last is not None and (last.get("type") != "result" or last.get("status") != "passed"):
-            return f"start of {msg.get('stage')!r} while {last.get('stage')!r} has no passing result"
-        if len(done) >= len(stages) or msg.get("stage") != stages[len(done)]:
-            want = stages[len(done)] if len(done) < len(stages) else "nothing"
-            return f"start of {msg.get('stage')!r} where the job runs {want!r} next"
+            return f"start of {_shown(msg)!r} while {_shown(last)!r} has no passing result"
+        if done >= len(runs) or not runs[done].matches(msg):
+            want = runs[done].label if done < len(runs) else "nothing"
+            return f"start of {_shown(msg)!r} where the job runs {want!r} next"
         return None
     if kind == "result":
-        if last is None or last.get("type") != "start" or last.get("stage") != msg.get("stage"):
-            return f"a result for {msg.get('stage')!r}, which is not the stage running"
+        if last is None or last.get("type") != "start" or \
+                (last.get("stage"), last.get("workload")) != (msg.get("stage"), msg.get("workload")):
+            return f"a result for {_shown(msg)!r}, which is not the stage running"
         return None
     if last is not None and last.get("type") == "start":
-        return f"done while {last.get('stage')!r} has no result"
+        return f"done while {_shown(last)!r} has no result"
     return None
+
+
+def _shown(msg: dict[str, Any]) -> Any:
+    """The run a channel message names, as error texts show it (`StageRun.label`'s form)."""
+    stage, workload = msg.get("stage"), msg.get("workload")
+    return stage if workload is None else f"{stage}@{workload}"
 
 
 def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, float],
           startup_s: float, tracker: ProcessTracker, run: SandboxRun,
-          stages: list[str] | None = None,
-          judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+          runs: Sequence[StageRun], judge: Judge | None = None) -> None:
     """Read messages and output until the worker ends, a deadline passes or a limit is hit."""
     sel = selectors.DefaultSelector()
     tails = {"out": _Tail(), "err": _Tail()}
@@ -330,7 +339,8 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
     sel.register(proc.stdout, selectors.EVENT_READ, "out")
     sel.register(proc.stderr, selectors.EVENT_READ, "err")
     buf = bytearray()
-    stage, deadline = None, time.monotonic() + startup_s
+    stage: StageRun | None = None
+    deadline = time.monotonic() + startup_s
     exited_at = None
     try:
         while sel.get_map():
@@ -346,17 +356,18 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
                         msg = _parse(line, nonce, run)
                         if msg is None:
                             continue
-                        why = protocol_violation(run.messages, msg, stages or [])
-                        if why and stages is not None:
+                        why = protocol_violation(run.messages, msg, runs)
+                        if why:
                             run.protocol_error = f"the worker broke the result protocol: {why}"
                             break
                         if msg.get("type") == "start":
-                            stage = msg.get("stage")
-                            deadline = time.monotonic() + float(timeouts.get(stage, 60.0))
+                            stage = runs[sum(m.get("type") == "start" for m in run.messages)]
+                            deadline = time.monotonic() + float(timeouts.get(stage.name, 60.0))
                         elif msg.get("type") == "hello":
                             run.isolation = msg.get("isolation", {})
                         elif msg.get("type") == "result" and judge is not None:
-                            msg = _judged(judge, msg)
+                            assert stage is not None  # the protocol put a start first
+                            msg = _judged(judge, stage, msg)
                             run.judged_failure = msg.get("status") != "passed"
                         run.messages.append(msg)
                         if run.judged_failure:
@@ -372,8 +383,9 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
                 run.limit_hit = True
                 break
             if now > deadline:
-                run.timed_out_stage = stage or "startup"
-                run.timeout_s = float(timeouts.get(stage, 60.0)) if stage else startup_s
+                run.timed_out_stage = stage
+                run.startup_timed_out = stage is None
+                run.timeout_s = float(timeouts.get(stage.name, 60.0)) if stage else startup_s
                 break
             if proc.poll() is not None:
                 exited_at = exited_at or now
@@ -384,15 +396,14 @@ def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, flo
         run.stdout_tail, run.stderr_tail = tails["out"].text(), tails["err"].text()
 
 
-def _judged(judge: Callable[[dict[str, Any]], dict[str, Any]],
-            msg: dict[str, Any]) -> dict[str, Any]:
-    """`judge(msg)`; a judge that raises turns the stage into `crashed`, saying so."""
+def _judged(judge: Judge, stage: StageRun, msg: dict[str, Any]) -> dict[str, Any]:
+    """`judge(stage, msg)`; a judge that raises turns the stage into `crashed`, saying so."""
     try:
-        return judge(msg)
+        return judge(stage, msg)
     except Exception as e:
-        log.exception("the oracle failed on stage %s", msg.get("stage"))
+        log.exception("the oracle failed on stage %s", stage.label)
         return {**msg, "status": "crashed",
-                "error": f"{msg.get('stage')}: the harness's oracle raised "
+                "error": f"{stage.label}: the harness's oracle raised "
                          f"{type(e).__name__}: {e}"}
 
 
