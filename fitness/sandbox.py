@@ -7,7 +7,8 @@ found and killed, and a wall-clock deadline per stage. The worker applies the re
 itself before it reads its job (see `fitness.worker.isolate`): a network namespace, a
 read-only view of the filesystem outside its working directory, rlimits, no capabilities,
 and a parent-death signal. Results come back over a dedicated pipe (not stdout), each
-message carrying a nonce that candidate code never sees in its environment.
+message carrying a nonce that candidate code never sees in its environment; reading and
+checking them is fitness/channel.py.
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ import os
 import re
 import secrets
 import select
-import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fitness.jobs import StageRun, WorkerJob
+from fitness.channel import Judge, SandboxRun, pump
+from fitness.jobs import WorkerJob
 from fitness.proctrack import MARKER_VAR, ProcessTracker
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "SDS_PROGRAM_DIR", "TRITON_INTERPRET",
              "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
 _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
-TAIL_BYTES = 4096
-MAX_MESSAGE_BYTES = 8 << 20
 _warned: set[str] = set()
-# the harness's verdict on one result message of a run (fitness/oracle.py): a new message
-Judge = Callable[[StageRun, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,27 +51,6 @@ class SandboxLimits:
     max_file_bytes: int = 1 << 30              # RLIMIT_FSIZE
     max_address_space: int | None = 24 << 30   # RLIMIT_AS; only applied on CPU-only runs
     grace_s: float = 1.0                       # between SIGTERM and SIGKILL
-
-
-@dataclass(slots=True)
-class SandboxRun:
-    """What one sandboxed worker run produced."""
-
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    returncode: int | None = None
-    timed_out_stage: StageRun | None = None  # the run that exceeded its wall-clock limit
-    startup_timed_out: bool = False  # no stage had started when the deadline passed
-    timeout_s: float | None = None
-    limit_hit: bool = False
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    isolation: dict[str, Any] = field(default_factory=dict)
-    stragglers: int = 0
-    forged_messages: int = 0
-    protocol_error: str | None = None
-    judged_failure: bool = False  # the harness's oracle failed a stage the worker passed
-    wall_s: float = 0.0
-    marker: str = ""
 
 
 def sandbox_env(workdir: Path, marker: str, result_fd: int, config: dict[str, Any],
@@ -103,19 +78,6 @@ def _user_procs() -> int:
             except OSError:
                 pass
     return n
-
-
-class _Tail:
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def add(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) > 2 * TAIL_BYTES:
-            del self.buf[:-TAIL_BYTES]
-
-    def text(self) -> str:
-        return bytes(self.buf[-TAIL_BYTES:]).decode("utf-8", "replace")
 
 
 @dataclass
@@ -263,8 +225,8 @@ def run_worker(job: WorkerJob, stage_timeouts: dict[str, float], *,
     run = SandboxRun(marker=worker.marker)
     proc, tracker = worker.proc, worker.tracker
     try:
-        _pump(proc, worker.r_fd, worker.nonce, stage_timeouts, startup_timeout_s, tracker, run,
-              job.runs, judge)
+        pump(proc, worker.r_fd, worker.nonce, stage_timeouts, startup_timeout_s, tracker, run,
+             job.runs, judge)
     finally:
         os.close(worker.r_fd)
         worker.r_fd = -1
@@ -283,140 +245,6 @@ def run_worker(job: WorkerJob, stage_timeouts: dict[str, float], *,
         run.wall_s = time.monotonic() - t0
     _warn_isolation(run.isolation)
     return run
-
-
-def protocol_violation(seen: list[dict[str, Any]], msg: dict[str, Any],
-                       runs: Sequence[StageRun]) -> str | None:
-    """None if `msg` may follow `seen`, else why not.
-
-    The worker says hello, then for each run of the job in order `start` then one
-    `result`, stopping after the first result that did not pass, then `done`. Anything
-    else (a result for a stage not running, a second result, a skipped stage, messages
-    after the end) is candidate code forging the channel.
-    """
-    kind = msg.get("type")
-    flow = [m for m in seen if m.get("type") in ("start", "result", "done")]
-    last = flow[-1] if flow else None
-    if kind == "hello":
-        return None if not seen else "a second hello"
-    if not seen:
-        return f"a {kind} message before hello"
-    if kind not in ("start", "result", "done"):
-        return f"an unknown message type {kind!r}"
-    if last is not None and last.get("type") == "done":
-        return f"a {kind} message after done"
-    if kind == "start":
-        done = sum(m.get("type") == "start" for m in flow)
-        if last is not None and (last.get("type") != "result" or last.get("status") != "passed"):
-            return f"start of {_shown(msg)!r} while {_shown(last)!r} has no passing result"
-        if done >= len(runs) or not runs[done].matches(msg):
-            want = runs[done].label if done < len(runs) else "nothing"
-            return f"start of {_shown(msg)!r} where the job runs {want!r} next"
-        return None
-    if kind == "result":
-        if last is None or last.get("type") != "start" or \
-                (last.get("stage"), last.get("workload")) != (msg.get("stage"), msg.get("workload")):
-            return f"a result for {_shown(msg)!r}, which is not the stage running"
-        return None
-    if last is not None and last.get("type") == "start":
-        return f"done while {_shown(last)!r} has no result"
-    return None
-
-
-def _shown(msg: dict[str, Any]) -> Any:
-    """The run a channel message names, as error texts show it (`StageRun.label`'s form)."""
-    stage, workload = msg.get("stage"), msg.get("workload")
-    return stage if workload is None else f"{stage}@{workload}"
-
-
-def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, float],
-          startup_s: float, tracker: ProcessTracker, run: SandboxRun,
-          runs: Sequence[StageRun], judge: Judge | None = None) -> None:
-    """Read messages and output until the worker ends, a deadline passes or a limit is hit."""
-    sel = selectors.DefaultSelector()
-    tails = {"out": _Tail(), "err": _Tail()}
-    sel.register(r_fd, selectors.EVENT_READ, "msg")
-    sel.register(proc.stdout, selectors.EVENT_READ, "out")
-    sel.register(proc.stderr, selectors.EVENT_READ, "err")
-    buf = bytearray()
-    stage: StageRun | None = None
-    deadline = time.monotonic() + startup_s
-    exited_at = None
-    try:
-        while sel.get_map():
-            for key, _ in sel.select(timeout=0.1):
-                data = os.read(key.fd, 65536)
-                if not data:
-                    sel.unregister(key.fileobj)
-                elif key.data == "msg":
-                    buf += data
-                    *lines, rest = bytes(buf).split(b"\n")
-                    buf = bytearray(rest[-MAX_MESSAGE_BYTES:])
-                    for line in lines:
-                        msg = _parse(line, nonce, run)
-                        if msg is None:
-                            continue
-                        why = protocol_violation(run.messages, msg, runs)
-                        if why:
-                            run.protocol_error = f"the worker broke the result protocol: {why}"
-                            break
-                        if msg.get("type") == "start":
-                            stage = runs[sum(m.get("type") == "start" for m in run.messages)]
-                            deadline = time.monotonic() + float(timeouts.get(stage.name, 60.0))
-                        elif msg.get("type") == "hello":
-                            run.isolation = msg.get("isolation", {})
-                        elif msg.get("type") == "result" and judge is not None:
-                            assert stage is not None  # the protocol put a start first
-                            msg = _judged(judge, stage, msg)
-                            run.judged_failure = msg.get("status") != "passed"
-                        run.messages.append(msg)
-                        if run.judged_failure:
-                            break
-                else:
-                    tails[key.data].add(data)
-                if run.protocol_error or run.judged_failure:
-                    break
-            now = time.monotonic()
-            if run.protocol_error or run.judged_failure:
-                break
-            if tracker.limit_hit():
-                run.limit_hit = True
-                break
-            if now > deadline:
-                run.timed_out_stage = stage
-                run.startup_timed_out = stage is None
-                run.timeout_s = float(timeouts.get(stage.name, 60.0)) if stage else startup_s
-                break
-            if proc.poll() is not None:
-                exited_at = exited_at or now
-                if now - exited_at > 0.3:  # an escaped descendant may hold the pipes open
-                    break
-    finally:
-        sel.close()
-        run.stdout_tail, run.stderr_tail = tails["out"].text(), tails["err"].text()
-
-
-def _judged(judge: Judge, stage: StageRun, msg: dict[str, Any]) -> dict[str, Any]:
-    """`judge(stage, msg)`; a judge that raises turns the stage into `crashed`, saying so."""
-    try:
-        return judge(stage, msg)
-    except Exception as e:
-        log.exception("the oracle failed on stage %s", stage.label)
-        return {**msg, "status": "crashed",
-                "error": f"{stage.label}: the harness's oracle raised "
-                         f"{type(e).__name__}: {e}"}
-
-
-def _parse(line: bytes, nonce: str, run: SandboxRun) -> dict[str, Any] | None:
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        run.forged_messages += 1
-        return None
-    if not isinstance(msg, dict) or msg.pop("nonce", None) != nonce:
-        run.forged_messages += 1
-        return None
-    return msg
 
 
 def _warn_isolation(facts: dict[str, Any]) -> None:

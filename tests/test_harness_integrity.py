@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from fitness.channel import protocol_violation
 from fitness.harness import Harness
 from fitness.jobs import StageRun
-from fitness.sandbox import protocol_violation
 from fitness.static import check_static
 
 CANDIDATES = Path(__file__).parent / "candidates"
@@ -98,12 +98,12 @@ def test_a_harness_removes_its_own_program_dir():
 
 
 def test_a_worker_that_dies_between_stages_leaves_a_crash_not_a_pass():
-    from fitness.harness import _stage_results
-    from fitness.sandbox import SandboxRun
+    from fitness.channel import SandboxRun
+    from fitness.outcome import stage_results
     run = SandboxRun(messages=[{"type": "hello"}, {"type": "start", "stage": "contract"},
                                {"type": "result", "stage": "contract", "status": "passed",
                                 "metrics": {}, "artifacts": {}}], returncode=-6)
-    out = _stage_results(run, [StageRun("contract"), StageRun("correctness"), StageRun("bench")])
+    out = stage_results(run, [StageRun("contract"), StageRun("correctness"), StageRun("bench")])
     assert [(r.stage, r.status) for r in out] == [("contract", "passed"),
                                                   ("correctness", "crashed")]
     assert "SIGABRT" in out[1].error and "after contract passed" in out[1].error

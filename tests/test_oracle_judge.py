@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fitness import sandbox
+from fitness import channel, sandbox
 from fitness.benchstage import bench_workload, check_plan
 from fitness.correctness import MAX_TOKENS, prompts_for
 from fitness.harness import Harness
@@ -94,7 +94,7 @@ def test_a_judge_that_raises_makes_the_stage_crashed_not_passed():
     def boom(run, msg):
         raise RuntimeError("no GPU memory for the oracle")
 
-    out = sandbox._judged(boom, StageRun("bench", "kv-pressure-cpu"), _msg("bench", {}))
+    out = channel._judged(boom, StageRun("bench", "kv-pressure-cpu"), _msg("bench", {}))
     assert out["status"] == "crashed" and "oracle raised RuntimeError" in out["error"]
     assert out["error"].startswith("bench@kv-pressure-cpu: ")
 
