@@ -191,7 +191,7 @@ class Harness:
         return []
 
     def _recorded(self, reports: list[EvalReport], target: RecordTarget) -> list[EvalReport]:
-        """Record each report's stages, up to the first report that did not pass; those."""
+        """Record the reports up to the first that did not pass, stage by stage; return them."""
         ran = []
         for r in reports:
             ran.append(r)
