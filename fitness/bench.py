@@ -141,6 +141,23 @@ def _request_id(out: Any) -> Any:
                          "(request_id / seq_id)")
 
 
+def _check_ignore_eos(workload: Workload, lens: list[int]) -> None:
+    """Raise unless every ignore_eos request produced exactly its max_tokens tokens."""
+    bad = [i for i, (r, n) in enumerate(zip(workload.requests, lens))
+           if r.ignore_eos and n != r.max_tokens]
+    if bad:
+        raise RuntimeError(f"workload {workload.name!r}: {len(bad)} ignore_eos request(s) did "
+                           f"not produce max_tokens tokens, e.g. request {bad[0]}: "
+                           f"{lens[bad[0]]} != {workload.requests[bad[0]].max_tokens}")
+
+
+def _counters_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """How much each of the engine's numeric counters grew over a run (gauges left out)."""
+    gauges = {"num_kv_blocks", "free_kv_blocks", "unfinished"}  # levels, not counters
+    return {k: after[k] - before.get(k, 0) for k in after
+            if isinstance(after[k], (int, float)) and k not in gauges}
+
+
 def run_workload(llm: Any, workload: Workload, warmup: bool = True,
                  cost_device: str = "h100") -> dict[str, Any]:
     """Run `workload` on `llm` and return tok/s, latencies, peak memory, tokens and steps.
@@ -177,16 +194,8 @@ def run_workload(llm: Any, workload: Workload, warmup: bool = True,
         if meter is not None:
             engine.step_observer = previous
     lens = [len(o.token_ids) for o in outs]
-    bad = [i for i, (r, n) in enumerate(zip(workload.requests, lens))
-           if r.ignore_eos and n != r.max_tokens]
-    if bad:
-        raise RuntimeError(f"workload {workload.name!r}: {len(bad)} ignore_eos request(s) did "
-                           f"not produce max_tokens tokens, e.g. request {bad[0]}: "
-                           f"{lens[bad[0]]} != {workload.requests[bad[0]].max_tokens}")
-    stats1 = dict(getattr(llm, "stats", {}) or {})
-    gauges = {"num_kv_blocks", "free_kv_blocks", "unfinished"}  # levels, not counters
-    delta = {k: stats1[k] - stats0.get(k, 0) for k in stats1
-             if isinstance(stats1[k], (int, float)) and k not in gauges}
+    _check_ignore_eos(workload, lens)
+    delta = _counters_delta(stats0, dict(getattr(llm, "stats", {}) or {}))
     mem_key, mem = _peak_memory(device)
     res: dict[str, Any] = {
         "workload": workload.name, "workload_hash": workload.content_hash,

@@ -166,6 +166,37 @@ def _set_threads(value: Any) -> None:
     torch.set_num_threads(value)
 
 
+def _interleaved(cand: Any, base: Any, wl: Any, device: str,
+                 repeats: int) -> dict[str, list[dict[str, Any]]]:
+    """`repeats` timed runs of the candidate and of the baseline engine, alternating which
+    goes first, so that a drift of the machine weighs on both alike."""
+    runs: dict[str, list[dict[str, Any]]] = {"cand": [], "base": []}
+    for r in range(repeats):
+        order = ("cand", "base") if r % 2 == 0 else ("base", "cand")
+        for who in order:
+            runs[who].append(_timed(cand if who == "cand" else base, wl, device))
+    return runs
+
+
+def _speed_metrics(runs: dict[str, list[dict[str, Any]]], workload: str) -> dict[str, Any]:
+    """Median tok/s of both engines, the spread of their per-repeat ratios, and the
+    candidate's latencies and peak memory from its last run."""
+    c_tok = [x["tok_s"] for x in runs["cand"]]
+    b_tok = [x["tok_s"] for x in runs["base"]]
+    ratios = [c / b for c, b in zip(c_tok, b_tok)]
+    last = runs["cand"][-1]
+    metrics: dict[str, Any] = {
+        "tok_s": statistics.median(c_tok), "tok_s_baseline": statistics.median(b_tok),
+        "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "ratio_stdev": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
+        "repeats": len(c_tok), "workload": workload, "output_tokens": last["output_tokens"],
+    }
+    for k, v in last.items():
+        if k.startswith(("ttft", "tpot", "peak_mem")) and isinstance(v, (int, float)):
+            metrics[k] = v
+    return metrics
+
+
 def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     """Interleaved candidate/baseline measurement; see the module docstring."""
     from fitness.bench import build_llm
@@ -193,27 +224,13 @@ def run_bench_stage(ctx: Any, quick: bool) -> StageResult:
     # The first (cold) run of each fresh engine is the modeled one and the warm-up.
     cost_device = str(opts.get("cost_device", "h100"))
     cold = {who: _cold(llm, wl, cost_device) for who, llm in (("cand", cand), ("base", base))}
-    runs: dict[str, list[dict[str, Any]]] = {"cand": [], "base": []}
     try:
-        for r in range(repeats):
-            order = ("cand", "base") if r % 2 == 0 else ("base", "cand")
-            for who in order:
-                runs[who].append(_timed(cand if who == "cand" else base, wl, device))
+        runs = _interleaved(cand, base, wl, device, repeats)
     except _Rejected as e:
         return StageResult(stage, "rejected", {}, str(e), {"workload": wl.name})
     c_tok = [x["tok_s"] for x in runs["cand"]]
     b_tok = [x["tok_s"] for x in runs["base"]]
-    ratios = [c / b for c, b in zip(c_tok, b_tok)]
-    last = runs["cand"][-1]
-    metrics: dict[str, Any] = {
-        "tok_s": statistics.median(c_tok), "tok_s_baseline": statistics.median(b_tok),
-        "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-        "ratio_stdev": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
-        "repeats": repeats, "workload": wl.name, "output_tokens": last["output_tokens"],
-    }
-    for k, v in last.items():
-        if k.startswith(("ttft", "tpot", "peak_mem")) and isinstance(v, (int, float)):
-            metrics[k] = v
+    metrics = _speed_metrics(runs, wl.name)
     metrics.update(_modeled_metrics(cold["cand"], cold["base"]))
     bandwidth = opts.get("bandwidth") or measure_bandwidth(device)
     floor = physical_floor(cand.model_config, wl, bandwidth,

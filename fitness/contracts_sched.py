@@ -96,7 +96,7 @@ def simulate(sched_cls: type, params: dict[str, Any], sc: Scenario, policy: Any 
              ) -> dict[str, Any]:
     """Run `sc` through a scheduler and the real BlockManager, checking every step."""
     from runtime_modules.block_manager import BlockManager
-    from runtime_modules.sequence import SamplingParams, Sequence, SequenceStatus
+    from runtime_modules.sequence import SamplingParams, Sequence
 
     cfg = _config(max_num_seqs=sc.max_num_seqs, max_num_batched_tokens=sc.max_num_batched_tokens,
                   max_model_len=sc.max_model_len, block_size=sc.block_size,
@@ -128,43 +128,64 @@ def simulate(sched_cls: type, params: dict[str, Any], sc: Scenario, policy: Any 
         steps += 1
         if not batch:
             stall += 1
-            if stall >= 100:
-                raise ContractViolation(
-                    f"scenario {sc.name}: empty batches for 100 steps in a row at step {step} "
-                    f"with {len(live)} unfinished request(s) (stall)",
-                    waiting=[repr(s) for s in list(live.values())[:5]])
-            if live and not sched.has_unfinished():
-                raise ContractViolation(f"scenario {sc.name}: has_unfinished() is False at "
-                                        f"step {step} with {len(live)} request(s) unfinished")
+            _check_idle(stall, sched, live, sc, step)
             continue
         stall = 0
-        for s, n in batch:  # the fake model computes the KV of the scheduled tokens
-            s.num_computed_tokens += n
-            bm.commit(s)
-        for s, _ in batch:
-            if s.num_computed_tokens == s.num_tokens:
-                s.token_ids.append(tok.randrange(1000))
-                if s.num_completion_tokens >= max_tokens[s.seq_id]:
-                    s.status = SequenceStatus.FINISHED
-                    bm.free(s)
-                    sched.finish(s)
-                    del live[s.seq_id]
+        _fake_forward(batch, bm, sched, live, max_tokens, tok)
         try:
             bm.check_invariants(list(live.values()))
         except AssertionError as e:
             raise ContractViolation(f"scenario {sc.name}: block accounting broken at step "
                                     f"{step}: {e} (leaked or double-freed block)") from None
+    _check_all_finished(sched, live, len(pending), sc, bound)
+    return {"steps": steps, "preemptions": bm.num_preemptions,
+            "prefix_hit_tokens": bm.prefix_hit_tokens}
+
+
+def _fake_forward(batch: list[tuple[Any, int]], bm: Any, sched: Any, live: dict[int, Any],
+                  max_tokens: dict[int, int], tok: random.Random) -> None:
+    """What the engine does after a step, with a fake model: compute the scheduled tokens'
+    KV, sample a token for each sequence that caught up, finish those at max_tokens."""
+    from runtime_modules.sequence import SequenceStatus
+
+    for s, n in batch:
+        s.num_computed_tokens += n
+        bm.commit(s)
+    for s, _ in batch:
+        if s.num_computed_tokens == s.num_tokens:
+            s.token_ids.append(tok.randrange(1000))
+            if s.num_completion_tokens >= max_tokens[s.seq_id]:
+                s.status = SequenceStatus.FINISHED
+                bm.free(s)
+                sched.finish(s)
+                del live[s.seq_id]
+
+
+def _check_idle(stall: int, sched: Any, live: dict[int, Any], sc: Scenario, step: int) -> None:
+    """After an empty batch: not `stall` = 100 in a row, and not while claiming to be done."""
+    if stall >= 100:
+        raise ContractViolation(
+            f"scenario {sc.name}: empty batches for 100 steps in a row at step {step} "
+            f"with {len(live)} unfinished request(s) (stall)",
+            waiting=[repr(s) for s in list(live.values())[:5]])
+    if live and not sched.has_unfinished():
+        raise ContractViolation(f"scenario {sc.name}: has_unfinished() is False at "
+                                f"step {step} with {len(live)} request(s) unfinished")
+
+
+def _check_all_finished(sched: Any, live: dict[int, Any], pending: int, sc: Scenario,
+                        bound: int) -> None:
+    """After the last step: every request finished within `bound` steps, and the scheduler
+    agrees that none is left."""
     if live or pending:
         starved = min(live.values(), key=lambda s: s.num_completion_tokens) if live else None
         raise ContractViolation(
-            f"scenario {sc.name}: {len(live) + len(pending)} request(s) unfinished after "
+            f"scenario {sc.name}: {len(live) + pending} request(s) unfinished after "
             f"{bound} steps (starvation); e.g. {starved!r}",
             starved=repr(starved), step_bound=bound)
     if sched.has_unfinished():
         raise ContractViolation(f"scenario {sc.name}: has_unfinished() is True after every "
                                 "request finished")
-    return {"steps": steps, "preemptions": bm.num_preemptions,
-            "prefix_hit_tokens": bm.prefix_hit_tokens}
 
 
 def _check_batch(batch: Any, cfg: Any, live: dict[int, Any], before: dict[int, tuple],

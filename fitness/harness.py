@@ -1,10 +1,11 @@
 """The harness: one runtime through the stages, cheapest first, stopping at the first failure.
 
 `static` runs here, in-process (it never executes candidate code); everything else runs in
-one sandboxed worker (fitness.sandbox), each stage under its own wall-clock limit. Slot-level
-results (`static`, `contract`) are cached by code hash, in memory and in the store, so the
-same program is never contract-tested twice on one device. Every stage is recorded in the
-store when one is given.
+one sandboxed worker (fitness.sandbox), given as a fitness.jobs.WorkerJob, each stage under
+its own wall-clock limit; fitness.outcome turns what the worker said into results.
+Slot-level results (`static`, `contract`) are cached by code hash, in memory and in the
+store (fitness.slotcache), so the same program is never contract-tested twice on one
+device. Every stage is recorded in the store when one is given (fitness.recording).
 
 Example:
     report = Harness().evaluate({"slots": {"scheduler": "file:/tmp/my_sched.py"}},
@@ -15,45 +16,31 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import logging
-import platform
 import secrets
 import shutil
-import signal
 import tempfile
 import threading
 import weakref
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fitness.channel import SandboxRun
+from fitness.jobs import StageRun, WorkerJob
 from fitness.oracle import OracleJudge
-from fitness.result import BENCH_STAGES, SLOT_STAGES, STAGES, EvalReport, StageResult
+from fitness.outcome import stage_results
+from fitness.recording import RecordTarget, environment, record
+from fitness.result import BENCH_STAGES, STAGES, EvalReport, StageResult
 from fitness.sandbox import (
     SandboxLimits,
-    SandboxRun,
     Worker,
     discard_worker,
     run_worker,
     spawn_worker,
 )
-from fitness.static import check_static
-
-log = logging.getLogger(__name__)
+from fitness.slotcache import SlotCache
 
 DEFAULT_TIMEOUTS = {"static": 10.0, "contract": 120.0, "sim": 300.0, "correctness": 300.0,
                     "quick_bench": 300.0, "bench": 1800.0}
-
-
-def environment() -> dict[str, Any]:
-    """A small fingerprint of where an evaluation ran."""
-    env = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("torch", "triton", "transformers"):
-        try:
-            env[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return env
 
 
 def _detect_device(device: str) -> str:
@@ -87,7 +74,7 @@ class Harness:
         self.program_dir = Path(program_dir)
         self.startup_timeout_s = startup_timeout_s
         self.options = dict(options or {})  # passed to the worker's stages
-        self._cache: dict[tuple[str, str, str], StageResult] = {}
+        self.slot_cache = SlotCache(store, self.device)  # `static` and `contract` results
         # the baseline's sim metrics per (baseline, workload hash, sim options): one
         # simulation of the seed per workload per harness, not one per evaluation
         self._sim_base: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -157,70 +144,59 @@ class Harness:
         the other workloads' reports are empty (nothing depends on the workload).
         """
         workloads = list(workloads)
-        if not workloads:
-            raise ValueError("evaluate_workloads needs at least one workload")
-        bad = [s for s in stages if s not in STAGES]
-        if bad:
-            raise ValueError(f"unknown stage(s) {bad}; stages are {STAGES}")
-        wanted = [s for s in STAGES if s in stages]
+        wanted = _stage_plan(stages, workloads)
         benches = [s for s in wanted if s in BENCH_STAGES]
         d = self._resolve(spec)
-        if slots is None:
-            slots = [s for s, c in d["slots"].items() if not c["program"].startswith("seed:")]
-            slots = slots or list(d["slots"])
-        unknown = [s for s in slots if s not in d["slots"]]
-        if unknown:
-            raise ValueError(f"evaluate(slots=...): unknown slot(s) {unknown}")
+        slots = _slots_under_test(d, slots)
         codes = {s: self._code(s, d["slots"][s]["program"]) for s in slots}
-        reports = []
-        for wl in workloads:
-            whash = self._workload_hash(wl) if benches else None
-            reports.append(EvalReport(spec=d, workload=wl, workload_hash=whash,
-                                      device=self.device))
-        report = reports[0]
-        ctx = {"runtime_id": runtime_id, "run_id": run_id, "codes": codes, "spec": d}
-        worker_stages: list[str] = []
-        for stage in wanted:
-            if stage == "static":
-                res = self._static(slots, codes, parents or {})
-            elif stage == "contract" and self._all_cached("contract", d, codes):
-                res = self._merge_cached("contract", d, codes)
-            else:
-                worker_stages = wanted[wanted.index(stage):]
-                break
-            report.stages.append(res)
-            if not res.ok:
-                break
-        # the other workloads' bench stages, keyed `stage@workload` on the worker's channel
-        keys = [(s, 0) for s in worker_stages] + [
-            (s, i) for i in range(1, len(workloads)) for s in benches]
-        if keys and (not report.stages or report.stages[-1].ok):
-            names = [s if i == 0 else f"{s}@{workloads[i]}" for s, i in keys]
-            job = {"stages": names, "spec": d, "slots": slots, "device": self.device,
-                   "model": model, "workload": workloads[0], "seed": secrets.randbelow(2**31),
-                   "baseline": self._resolve(baseline) if baseline is not None else None,
-                   "options": {**self.options, "parents": parents or {}}}
+        reports = [EvalReport(spec=d, workload=wl, device=self.device,
+                              workload_hash=self._workload_hash(wl) if benches else None)
+                   for wl in workloads]
+        worker_stages = self._stages_here(wanted, slots, d, codes, parents or {}, reports[0])
+        # the first workload's stages, then the other workloads' bench stages
+        runs = [(StageRun(s), 0) for s in worker_stages] + [
+            (StageRun(s, workloads[i]), i) for i in range(1, len(workloads)) for s in benches]
+        if runs and (not reports[0].stages or reports[0].stages[-1].ok):
             base_d, sim_base = self._sim_baselines(d, baseline, workloads, model) \
                 if "sim" in benches else ({}, {})
-            if sim_base:  # a candidate far slower than the seed is cut off on the modeled clock
-                factor = float(self.options.get("sim_max_slowdown", 4.0))
-                job["options"]["sim_max_modeled_s"] = {
-                    w: factor * b["modeled_time_s"] for w, b in sim_base.items()
-                    if isinstance(b, dict)}
-                # engine steps are what a simulation costs on the CPU
-                job["options"]["sim_max_steps"] = {
-                    w: int(factor * b["work_steps"]) + 100 for w, b in sim_base.items()
-                    if isinstance(b, dict) and "work_steps" in b}
-            for res, (stage, i) in zip(self._run_worker(job, names), keys):
-                if stage == "sim":
+            job = WorkerJob(runs=tuple(r for r, _ in runs), spec=d, slots=tuple(slots),
+                            device=self.device, model=model, workload=workloads[0],
+                            seed=secrets.randbelow(2**31),
+                            baseline=self._resolve(baseline) if baseline is not None else None,
+                            options={**self.options, "parents": parents or {},
+                                     **self._sim_limits(sim_base)})
+            for res, (stage, i) in zip(self._run_worker(job), runs):
+                if stage.name == "sim":
                     res = self._sim_ratio(res, d, base_d, workloads[i],
                                           reports[i].workload_hash, sim_base.get(workloads[i]))
-                reports[i].stages.append(dataclasses.replace(res, stage=stage))
+                reports[i].stages.append(res)
+        return self._recorded(reports, RecordTarget(runtime_id, run_id, codes, d))
+
+    def _stages_here(self, wanted: list[str], slots: list[str], d: dict[str, Any],
+                     codes: dict[str, str], parents: dict[str, str],
+                     report: EvalReport) -> list[str]:
+        """Run the leading stages that need no worker (`static`; `contract` when every slot's
+        result is cached) into `report`; return the stages left for the worker (none after
+        a failure)."""
+        for k, stage in enumerate(wanted):
+            if stage == "static":
+                res = self.slot_cache.static(slots, codes, parents)
+            elif stage == "contract" and self.slot_cache.all_contracts_cached(d, codes):
+                res = self.slot_cache.merged_contract(d, codes)
+            else:
+                return wanted[k:]
+            report.stages.append(res)
+            if not res.ok:
+                return []
+        return []
+
+    def _recorded(self, reports: list[EvalReport], target: RecordTarget) -> list[EvalReport]:
+        """Record the reports up to the first that did not pass, stage by stage; return them."""
         ran = []
         for r in reports:
             ran.append(r)
             for res in r.stages:
-                self._record(res, ctx, r)
+                record(self.store, res, target, r, self.device)
             if r.status != "passed":
                 break
         return ran
@@ -257,11 +233,11 @@ class Harness:
             elif base_d != d:
                 todo.append(wl)
         if todo:
-            names = ["sim"] + [f"sim@{w}" for w in todo[1:]]
-            job = {"stages": names, "spec": base_d, "slots": [], "device": self.device,
-                   "model": model, "workload": todo[0], "seed": secrets.randbelow(2**31),
-                   "baseline": None, "options": dict(self.options)}
-            results = self._run_worker(job, names)
+            runs = (StageRun("sim"),) + tuple(StageRun("sim", w) for w in todo[1:])
+            job = WorkerJob(runs=runs, spec=base_d, device=self.device, model=model,
+                            workload=todo[0], seed=secrets.randbelow(2**31),
+                            options=dict(self.options))
+            results = self._run_worker(job)
             for wl, res in zip(todo, results):
                 if res.ok:
                     self._sim_base[self._sim_key(base_d, wl)] = dict(res.metrics)
@@ -271,6 +247,18 @@ class Harness:
             for wl in todo[len(results):]:
                 out[wl] = results[-1]
         return base_d, out
+
+    def _sim_limits(self, sim_base: dict[str, dict[str, Any] | StageResult]) -> dict[str, Any]:
+        """Options that cut off a candidate far slower than the baseline, per workload."""
+        if not sim_base:
+            return {}
+        factor = float(self.options.get("sim_max_slowdown", 4.0))
+        # on the modeled clock; and in engine steps, which are what a simulation costs on a CPU
+        return {"sim_max_modeled_s": {w: factor * b["modeled_time_s"]
+                                      for w, b in sim_base.items() if isinstance(b, dict)},
+                "sim_max_steps": {w: int(factor * b["work_steps"]) + 100
+                                  for w, b in sim_base.items()
+                                  if isinstance(b, dict) and "work_steps" in b}}
 
     def _sim_ratio(self, res: StageResult, d: dict[str, Any], base_d: dict[str, Any],
                    wl: str, whash: str | None,
@@ -298,66 +286,15 @@ class Harness:
                 m[f"{k}_baseline"] = base[k]
         return dataclasses.replace(res, metrics=m)
 
-    def _static(self, slots: list[str], codes: dict[str, str],
-                parents: dict[str, str]) -> StageResult:
-        metrics: dict[str, Any] = {}
-        total = 0.0
-        for slot in slots:
-            key = (codes[slot], "static", "any")
-            res = None if slot in parents else self._cache.get(key)
-            if res is None:
-                res = check_static(slot, codes[slot], parents.get(slot))
-                if slot not in parents:
-                    self._cache[key] = res
-            total += res.duration_s
-            if not res.ok:
-                return res
-            metrics[slot] = res.metrics
-        return StageResult("static", "passed", metrics, None, {}, total)
-
-    def _contract_key(self, slot: str, d: dict[str, Any], code: str) -> tuple[str, str, str]:
-        import json
-        params = json.dumps(d["slots"][slot].get("params") or {}, sort_keys=True)
-        return (code, "contract", f"{self.device}|{slot}|{params}")
-
-    def _cached_contract(self, slot: str, d: dict[str, Any], code: str) -> StageResult | None:
-        key = self._contract_key(slot, d, code)
-        if key in self._cache:
-            return self._cache[key]
-        if self.store is None:
-            return None
-        from runtime_modules.slots import code_hash
-        rec = self.store.cached_program_evaluation(code_hash(code), "contract")
-        if rec is None or rec.device != self.device or \
-                (rec.artifacts or {}).get("params", {}) != dict(d["slots"][slot].get("params") or {}):
-            return None
-        res = StageResult("contract", rec.status, {**rec.metrics, "cached": True}, rec.error,
-                          dict(rec.artifacts), 0.0)
-        self._cache[key] = res
-        return res
-
-    def _all_cached(self, stage: str, d: dict[str, Any], codes: dict[str, str]) -> bool:
-        return all(self._cached_contract(s, d, c) is not None for s, c in codes.items())
-
-    def _merge_cached(self, stage: str, d: dict[str, Any], codes: dict[str, str]) -> StageResult:
-        metrics: dict[str, Any] = {}
-        for slot, code in codes.items():
-            res = self._cached_contract(slot, d, code)
-            assert res is not None
-            if not res.ok:
-                return res
-            metrics[slot] = res.metrics
-        return StageResult("contract", "passed", {**metrics, "cached": True})
-
-    def _run_worker(self, job: dict[str, Any], stages: list[str]) -> list[StageResult]:
+    def _run_worker(self, job: WorkerJob) -> list[StageResult]:
+        """Run `job` in a sandboxed worker: one result per run, up to the first not passed."""
         env = {"SDS_PROGRAM_DIR": str(self.program_dir)}
         if not self.device.startswith("cuda"):
             env["TRITON_INTERPRET"] = "1"  # Triton kernels run under the interpreter on CPU
-        timeouts = {**self.timeouts, **{k: self.timeouts[k.partition("@")[0]] for k in stages}}
         judge = None
-        if {"correctness", "bench"} & {k.partition("@")[0] for k in stages}:
+        if {"correctness", "bench"} & set(job.stage_names):
             oracle = self.oracle()
-            judge = lambda msg: oracle.judge(job, msg)
+            judge = lambda run, msg: oracle.judge(job, run, msg)
         cpu_only = not self.device.startswith("cuda")
         with self._spare_lock:
             worker = self._spare.pop() if self._spare else None
@@ -368,14 +305,15 @@ class Harness:
             spare = spawn_worker(self.limits, cpu_only, env, preimport=list(STAGES))
             with self._spare_lock:
                 self._spare.append(spare)
-        run = run_worker(job, timeouts, startup_timeout_s=self.startup_timeout_s,
+        run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
                          limits=self.limits, cpu_only=cpu_only, env_extra=env, judge=judge,
                          worker=worker)
         self.last_run = run
-        results = _stage_results(run, stages)
-        if job["stages"] and job["stages"][0] == "contract" and results and \
+        results = stage_results(run, job.runs)
+        if job.runs and job.runs[0].name == "contract" and results and \
                 results[0].stage == "contract" and results[0].status in ("passed", "failed"):
-            self._remember_contract(job, results[0])
+            codes = {s: self._code(s, job.spec["slots"][s]["program"]) for s in job.slots}
+            self.slot_cache.remember_contract(job.spec, codes, results[0])
         return results
 
     def close(self) -> None:
@@ -391,51 +329,30 @@ class Harness:
                 self._oracle = OracleJudge(self.device, workdir)
             return self._oracle
 
-    def _remember_contract(self, job: dict[str, Any], res: StageResult) -> None:
-        """Cache per-slot contract outcomes: all slots on a pass, the failing slot on a fail."""
-        codes = {s: self._code(s, job["spec"]["slots"][s]["program"]) for s in job["slots"]}
-        for slot, code in codes.items():
-            if res.ok:
-                per = StageResult("contract", "passed", dict(res.metrics.get(slot) or {}))
-            elif res.artifacts.get("slot") == slot:
-                per = res
-            else:
-                continue
-            self._cache[self._contract_key(slot, job["spec"], code)] = per
-
     def _workload_hash(self, name: str) -> str | None:
         from fitness.workloads import get_workload
         return get_workload(name).content_hash
 
-    # ------------------------------------------------------------------ recording
+def _stage_plan(stages: tuple[str, ...] | list[str], workloads: list[str]) -> list[str]:
+    """`stages` in canonical order, after checking them and that there is a workload."""
+    if not workloads:
+        raise ValueError("evaluate_workloads needs at least one workload")
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stage(s) {bad}; stages are {STAGES}")
+    return [s for s in STAGES if s in stages]
 
-    def _record(self, res: StageResult, ctx: dict[str, Any], report: EvalReport) -> None:
-        if self.store is None or res.metrics.get("cached"):
-            return
-        common = {"stage": res.stage, "status": res.status, "error": res.error,
-                  "workload": report.workload if res.stage not in SLOT_STAGES else None,
-                  "workload_hash": report.workload_hash if res.stage not in SLOT_STAGES else None,
-                  "device": self.device, "environment": environment(),
-                  "duration_s": res.duration_s, "run_id": ctx["run_id"]}
-        if res.stage in SLOT_STAGES:
-            for slot, code in ctx["codes"].items():
-                if res.ok or res.artifacts.get("slot") == slot:
-                    prog = self.store.add_program(slot, code, operator="eval", run_id=ctx["run_id"])
-                    params = dict(ctx["spec"]["slots"][slot].get("params") or {})
-                    metrics = res.metrics.get(slot, {}) if res.ok else res.metrics
-                    self.store.add_evaluation(program_id=prog.id, metrics=metrics,
-                                              artifacts={**res.artifacts, "params": params},
-                                              **common)
-        elif ctx["runtime_id"] is not None:
-            self.store.add_evaluation(runtime_id=ctx["runtime_id"], metrics=res.metrics,
-                                      artifacts=res.artifacts, **common)
-        elif len(ctx["codes"]) == 1:  # one module evaluated alone (`sds eval`): attach to it
-            slot, code = next(iter(ctx["codes"].items()))
-            prog = self.store.add_program(slot, code, operator="eval", run_id=ctx["run_id"])
-            self.store.add_evaluation(program_id=prog.id, metrics=res.metrics,
-                                      artifacts=res.artifacts, **common)
-        else:
-            log.debug("stage %s not recorded: no runtime_id and several slots", res.stage)
+
+def _slots_under_test(d: dict[str, Any], slots: list[str] | None) -> list[str]:
+    """`slots`, checked against the spec `d`; by default its non-seed slots (all of them for
+    an all-seed runtime)."""
+    if slots is None:
+        slots = [s for s, c in d["slots"].items() if not c["program"].startswith("seed:")]
+        slots = slots or list(d["slots"])
+    unknown = [s for s in slots if s not in d["slots"]]
+    if unknown:
+        raise ValueError(f"evaluate(slots=...): unknown slot(s) {unknown}")
+    return slots
 
 
 def _discard_all(spare: list[Worker], lock: threading.Lock) -> None:
@@ -443,63 +360,6 @@ def _discard_all(spare: list[Worker], lock: threading.Lock) -> None:
         workers, spare[:] = list(spare), []
     for w in workers:
         discard_worker(w)
-
-
-def _stage_results(run: SandboxRun, stages: list[str]) -> list[StageResult]:
-    """Turn the worker's messages (or their absence) into one result per stage run."""
-    by_stage = {m["stage"]: m for m in run.messages if m.get("type") == "result"}
-    started = [m["stage"] for m in run.messages if m.get("type") == "start"]
-    tails = {"stdout_tail": run.stdout_tail[-2000:], "stderr_tail": run.stderr_tail[-2000:]}
-    out: list[StageResult] = []
-    for stage in stages:
-        msg = by_stage.get(stage)
-        if run.protocol_error and (stage in started or not out):
-            # forged or garbled messages: nothing the worker said about this stage counts
-            res = StageResult(stage, "rejected", {}, f"{stage}: {run.protocol_error} "
-                              "(candidate code writing to the result channel?)", tails,
-                              run.wall_s)
-        elif msg is not None:
-            res = StageResult.from_dict({k: v for k, v in msg.items() if k != "type"})
-            if run.limit_hit and res.ok:
-                res = StageResult(stage, "rejected", res.metrics, _limit_error(run),
-                                  {**res.artifacts, **tails}, res.duration_s)
-        elif run.limit_hit:
-            res = StageResult(stage, "rejected", {}, _limit_error(run), tails, run.wall_s)
-        elif run.timed_out_stage == stage or (run.timed_out_stage == "startup" and not out):
-            res = StageResult(stage, "timeout", {}, f"{stage}: exceeded its wall-clock limit of "
-                              f"{run.timeout_s:g} s; the process group was killed", tails,
-                              run.timeout_s or 0.0)
-        elif stage in started or not out:
-            res = StageResult(stage, "crashed", {}, f"{stage}: the worker died "
-                              f"({_exit_text(run.returncode)}) without reporting a result",
-                              {**tails, "returncode": run.returncode}, run.wall_s)
-        else:  # every stage before it passed, yet it never started: never report "passed"
-            res = StageResult(stage, "crashed", {}, f"{stage}: the worker ended "
-                              f"({_exit_text(run.returncode)}) after {out[-1].stage} passed, "
-                              "before starting it", {**tails, "returncode": run.returncode},
-                              0.0)
-        if run.forged_messages:
-            res.artifacts["ignored_messages"] = run.forged_messages
-        out.append(res)
-        if not res.ok:
-            break
-    return out
-
-
-def _limit_error(run: SandboxRun) -> str:
-    return ("the candidate tried to exceed the process limit (fork bomb?); every process of "
-            "the evaluation was killed")
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 __all__ = ["DEFAULT_TIMEOUTS", "Harness", "environment"]

@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fitness.jobs import StageRun, WorkerJob
+
 
 class OracleJudge:
     """Applies the oracle's verdict to a worker's `correctness` and `bench` results."""
@@ -40,33 +42,32 @@ class OracleJudge:
                 path, dtype=torch.float32).to(self.device).eval()
         return self._models[model]
 
-    def judge(self, job: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
-        """The worker's result message `msg` with the verdict applied (a new dict)."""
-        stage, _, workload = str(msg.get("stage", "")).partition("@")
-        if msg.get("status") != "passed" or stage not in ("correctness", "bench"):
+    def judge(self, job: WorkerJob, run: StageRun, msg: dict[str, Any]) -> dict[str, Any]:
+        """The worker's result message `msg` about `run` with the verdict applied (a new dict)."""
+        if msg.get("status") != "passed" or run.name not in ("correctness", "bench"):
             return msg
         msg = {**msg, "metrics": dict(msg.get("metrics") or {}),
                "artifacts": dict(msg.get("artifacts") or {})}
         with self._lock:
-            if stage == "correctness":
+            if run.name == "correctness":
                 return self._correctness(job, msg)
-            return self._bench(job, msg, workload or job.get("workload"))
+            return self._bench(job, msg, job.workload_of(run))
 
     def _tie_tol(self, opts: dict[str, Any], key: str | None = None) -> float:
         default = opts.get("tie_tol", 0.1 if self.device == "cuda" else 0.0)
         return float(opts.get(key, default) if key else default)
 
-    def _correctness(self, job: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
+    def _correctness(self, job: WorkerJob, msg: dict[str, Any]) -> dict[str, Any]:
         from fitness.correctness import MAX_TOKENS, oracle_check, prompts_for
 
         outs = _token_lists(msg["artifacts"].pop("outputs", None))
-        oracle = self.model(job.get("model") or "tiny")
-        prompts = prompts_for(int(job.get("seed", 0)), oracle.config.vocab_size)
+        oracle = self.model(job.model or "tiny")
+        prompts = prompts_for(job.seed, oracle.config.vocab_size)
         if outs is None or len(outs) != len(prompts):
             return _rejected(msg, f"correctness: the worker reported no outputs for the "
                              f"{len(prompts)} prompts (candidate code tampering with the stage?)")
         metrics, error, where = oracle_check(oracle, prompts, outs, [MAX_TOKENS] * len(prompts),
-                                             self._tie_tol(job.get("options") or {}),
+                                             self._tie_tol(job.options),
                                              self.device)
         msg["metrics"].update(metrics)
         if error:
@@ -74,13 +75,13 @@ class OracleJudge:
             msg["artifacts"].update(where)
         return msg
 
-    def _bench(self, job: dict[str, Any], msg: dict[str, Any], name: str) -> dict[str, Any]:
+    def _bench(self, job: WorkerJob, msg: dict[str, Any], name: str | None) -> dict[str, Any]:
         from fitness.benchstage import bench_workload, check_plan
         from fitness.correctness import oracle_check
 
-        opts = job.get("options") or {}
+        opts = job.options
         wl = bench_workload(name, False, opts)
-        pick, lens = check_plan(wl, opts, int(job.get("seed", 0)))
+        pick, lens = check_plan(wl, opts, job.seed)
         check = msg["artifacts"].pop("output_check", None)
         msg["metrics"]["output_check_requests"] = len(pick)
         if not pick:
@@ -89,7 +90,7 @@ class OracleJudge:
         if outs is None or check.get("indices") != pick or len(outs) != len(pick):
             return _rejected(msg, f"bench: the worker reported no greedy outputs for requests "
                              f"{pick} of {wl.name} (candidate code tampering with the stage?)")
-        oracle = self.model(job.get("model") or wl.model)
+        oracle = self.model(job.model or wl.model)
         metrics, error, where = oracle_check(
             oracle, [list(wl.requests[i].prompt_token_ids) for i in pick], outs, lens,
             self._tie_tol(opts, "bench_tie_tol"), self.device)

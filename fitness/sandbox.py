@@ -7,7 +7,8 @@ found and killed, and a wall-clock deadline per stage. The worker applies the re
 itself before it reads its job (see `fitness.worker.isolate`): a network namespace, a
 read-only view of the filesystem outside its working directory, rlimits, no capabilities,
 and a parent-death signal. Results come back over a dedicated pipe (not stdout), each
-message carrying a nonce that candidate code never sees in its environment.
+message carrying a nonce that candidate code never sees in its environment; reading and
+checking them is fitness/channel.py.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import os
 import re
 import secrets
 import select
-import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fitness.channel import Judge, SandboxRun, pump
+from fitness.jobs import WorkerJob
 from fitness.proctrack import MARKER_VAR, ProcessTracker
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "SDS_PROGRAM_DIR", "TRITON_INTERPRET",
              "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
 _SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
-TAIL_BYTES = 4096
-MAX_MESSAGE_BYTES = 8 << 20
 _warned: set[str] = set()
 
 
@@ -52,26 +51,6 @@ class SandboxLimits:
     max_file_bytes: int = 1 << 30              # RLIMIT_FSIZE
     max_address_space: int | None = 24 << 30   # RLIMIT_AS; only applied on CPU-only runs
     grace_s: float = 1.0                       # between SIGTERM and SIGKILL
-
-
-@dataclass(slots=True)
-class SandboxRun:
-    """What one sandboxed worker run produced."""
-
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    returncode: int | None = None
-    timed_out_stage: str | None = None
-    timeout_s: float | None = None
-    limit_hit: bool = False
-    stdout_tail: str = ""
-    stderr_tail: str = ""
-    isolation: dict[str, Any] = field(default_factory=dict)
-    stragglers: int = 0
-    forged_messages: int = 0
-    protocol_error: str | None = None
-    judged_failure: bool = False  # the harness's oracle failed a stage the worker passed
-    wall_s: float = 0.0
-    marker: str = ""
 
 
 def sandbox_env(workdir: Path, marker: str, result_fd: int, config: dict[str, Any],
@@ -99,19 +78,6 @@ def _user_procs() -> int:
             except OSError:
                 pass
     return n
-
-
-class _Tail:
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def add(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) > 2 * TAIL_BYTES:
-            del self.buf[:-TAIL_BYTES]
-
-    def text(self) -> str:
-        return bytes(self.buf[-TAIL_BYTES:]).decode("utf-8", "replace")
 
 
 @dataclass
@@ -200,14 +166,14 @@ def discard_worker(w: Worker) -> None:
     shutil.rmtree(w.workdir, ignore_errors=True)
 
 
-def _send_job(w: Worker, job: dict[str, Any], timeout_s: float) -> bool:
+def _send_job(w: Worker, job: WorkerJob, timeout_s: float) -> bool:
     """Write the job down the worker's pipe and close it; False if the worker is gone or
     did not read it within `timeout_s` (a job over the pipe's buffer waits for the reader)."""
     if w.proc.poll() is not None:
         os.close(w.job_fd)
         w.job_fd = -1
         return False
-    data = memoryview(json.dumps(job).encode())
+    data = memoryview(json.dumps(job.to_dict()).encode())
     deadline = time.monotonic() + timeout_s
     os.set_blocking(w.job_fd, False)
     try:
@@ -228,19 +194,18 @@ def _send_job(w: Worker, job: dict[str, Any], timeout_s: float) -> bool:
     return True
 
 
-def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
+def run_worker(job: WorkerJob, stage_timeouts: dict[str, float], *,
                startup_timeout_s: float = 60.0, limits: SandboxLimits = SandboxLimits(),
                cpu_only: bool = True, env_extra: dict[str, str] | None = None,
                keep_workdir: bool = False,
-               judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-               worker: Worker | None = None) -> SandboxRun:
+               judge: Judge | None = None, worker: Worker | None = None) -> SandboxRun:
     """Run the worker on `job` in a sandbox; each stage gets its own wall-clock deadline.
 
-    The worker announces `{"type": "start", "stage": s}` before each stage; from then on
-    stage `s` has `stage_timeouts[s]` seconds. Afterwards every process of the evaluation
+    The worker announces `{"type": "start", **run.to_dict()}` before each of the job's
+    runs; from then on the run has `stage_timeouts[run.name]` seconds. Afterwards every process of the evaluation
     (process group, cgroup, marker) is killed, even if the worker exited cleanly.
     `judge`, if given, sees each stage result as it arrives and returns it with the
-    harness's verdict (fitness/oracle.py); a result it turns from passed to anything else
+    harness's verdict (fitness/oracle.py), given the run it is about; a result it turns from passed to anything else
     ends the run there (the worker is killed, the later stages never count). `worker`: one
     from `spawn_worker` with the same limits, `cpu_only` and `env_extra`, already past its
     start-up (used once; a dead or mismatched one is discarded and a fresh one started).
@@ -260,8 +225,8 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
     run = SandboxRun(marker=worker.marker)
     proc, tracker = worker.proc, worker.tracker
     try:
-        _pump(proc, worker.r_fd, worker.nonce, stage_timeouts, startup_timeout_s, tracker, run,
-              list(job.get("stages") or []), judge)
+        pump(proc, worker.r_fd, worker.nonce, stage_timeouts, startup_timeout_s, tracker, run,
+             job.runs, judge)
     finally:
         os.close(worker.r_fd)
         worker.r_fd = -1
@@ -280,132 +245,6 @@ def run_worker(job: dict[str, Any], stage_timeouts: dict[str, float], *,
         run.wall_s = time.monotonic() - t0
     _warn_isolation(run.isolation)
     return run
-
-
-def protocol_violation(seen: list[dict[str, Any]], msg: dict[str, Any],
-                       stages: list[str]) -> str | None:
-    """None if `msg` may follow `seen`, else why not.
-
-    The worker says hello, then for each stage of the job in order `start` then one
-    `result`, stopping after the first result that did not pass, then `done`. Anything
-    else (a result for a stage not running, a second result, a skipped stage, messages
-    after the end) is candidate code forging the channel.
-    """
-    kind = msg.get("type")
-    flow = [m for m in seen if m.get("type") in ("start", "result", "done")]
-    last = flow[-1] if flow else None
-    if kind == "hello":
-        return None if not seen else "a second hello"
-    if not seen:
-        return f"a {kind} message before hello"
-    if kind not in ("start", "result", "done"):
-        return f"an unknown message type {kind!r}"
-    if last is not None and last.get("type") == "done":
-        return f"a {kind} message after done"
-    if kind == "start":
-        done = [m["stage"] for m in flow if m.get("type") == "start"]
-        if last is not None and (last.get("type") != "result" or last.get("status") != "passed"):
-            return f"start of {msg.get('stage')!r} while {last.get('stage')!r} has no passing result"
-        if len(done) >= len(stages) or msg.get("stage") != stages[len(done)]:
-            want = stages[len(done)] if len(done) < len(stages) else "nothing"
-            return f"start of {msg.get('stage')!r} where the job runs {want!r} next"
-        return None
-    if kind == "result":
-        if last is None or last.get("type") != "start" or last.get("stage") != msg.get("stage"):
-            return f"a result for {msg.get('stage')!r}, which is not the stage running"
-        return None
-    if last is not None and last.get("type") == "start":
-        return f"done while {last.get('stage')!r} has no result"
-    return None
-
-
-def _pump(proc: subprocess.Popen, r_fd: int, nonce: str, timeouts: dict[str, float],
-          startup_s: float, tracker: ProcessTracker, run: SandboxRun,
-          stages: list[str] | None = None,
-          judge: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
-    """Read messages and output until the worker ends, a deadline passes or a limit is hit."""
-    sel = selectors.DefaultSelector()
-    tails = {"out": _Tail(), "err": _Tail()}
-    sel.register(r_fd, selectors.EVENT_READ, "msg")
-    sel.register(proc.stdout, selectors.EVENT_READ, "out")
-    sel.register(proc.stderr, selectors.EVENT_READ, "err")
-    buf = bytearray()
-    stage, deadline = None, time.monotonic() + startup_s
-    exited_at = None
-    try:
-        while sel.get_map():
-            for key, _ in sel.select(timeout=0.1):
-                data = os.read(key.fd, 65536)
-                if not data:
-                    sel.unregister(key.fileobj)
-                elif key.data == "msg":
-                    buf += data
-                    *lines, rest = bytes(buf).split(b"\n")
-                    buf = bytearray(rest[-MAX_MESSAGE_BYTES:])
-                    for line in lines:
-                        msg = _parse(line, nonce, run)
-                        if msg is None:
-                            continue
-                        why = protocol_violation(run.messages, msg, stages or [])
-                        if why and stages is not None:
-                            run.protocol_error = f"the worker broke the result protocol: {why}"
-                            break
-                        if msg.get("type") == "start":
-                            stage = msg.get("stage")
-                            deadline = time.monotonic() + float(timeouts.get(stage, 60.0))
-                        elif msg.get("type") == "hello":
-                            run.isolation = msg.get("isolation", {})
-                        elif msg.get("type") == "result" and judge is not None:
-                            msg = _judged(judge, msg)
-                            run.judged_failure = msg.get("status") != "passed"
-                        run.messages.append(msg)
-                        if run.judged_failure:
-                            break
-                else:
-                    tails[key.data].add(data)
-                if run.protocol_error or run.judged_failure:
-                    break
-            now = time.monotonic()
-            if run.protocol_error or run.judged_failure:
-                break
-            if tracker.limit_hit():
-                run.limit_hit = True
-                break
-            if now > deadline:
-                run.timed_out_stage = stage or "startup"
-                run.timeout_s = float(timeouts.get(stage, 60.0)) if stage else startup_s
-                break
-            if proc.poll() is not None:
-                exited_at = exited_at or now
-                if now - exited_at > 0.3:  # an escaped descendant may hold the pipes open
-                    break
-    finally:
-        sel.close()
-        run.stdout_tail, run.stderr_tail = tails["out"].text(), tails["err"].text()
-
-
-def _judged(judge: Callable[[dict[str, Any]], dict[str, Any]],
-            msg: dict[str, Any]) -> dict[str, Any]:
-    """`judge(msg)`; a judge that raises turns the stage into `crashed`, saying so."""
-    try:
-        return judge(msg)
-    except Exception as e:
-        log.exception("the oracle failed on stage %s", msg.get("stage"))
-        return {**msg, "status": "crashed",
-                "error": f"{msg.get('stage')}: the harness's oracle raised "
-                         f"{type(e).__name__}: {e}"}
-
-
-def _parse(line: bytes, nonce: str, run: SandboxRun) -> dict[str, Any] | None:
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        run.forged_messages += 1
-        return None
-    if not isinstance(msg, dict) or msg.pop("nonce", None) != nonce:
-        run.forged_messages += 1
-        return None
-    return msg
 
 
 def _warn_isolation(facts: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fitness.jobs import StageRun, WorkerJob
 from fitness.result import StageResult
 
 # slot -> "module:function" of its contract checker, imported only when needed
@@ -40,12 +41,11 @@ class WorkerContext:
     options: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
-    def from_job(job: dict[str, Any]) -> WorkerContext:
-        """Build the context from the job the harness wrote."""
-        return WorkerContext(spec=job["spec"], slots=list(job.get("slots") or []),
-                             device=job.get("device", "cpu"), model=job.get("model", "tiny"),
-                             workload=job.get("workload"), baseline=job.get("baseline"),
-                             seed=int(job.get("seed", 0)), options=dict(job.get("options") or {}))
+    def from_job(job: WorkerJob, run: StageRun) -> WorkerContext:
+        """The context of `run`, one of the job's runs: the job's, on the run's workload."""
+        return WorkerContext(spec=job.spec, slots=list(job.slots), device=job.device,
+                             model=job.model, workload=job.workload_of(run),
+                             baseline=job.baseline, seed=job.seed, options=dict(job.options))
 
     def choice(self, slot: str) -> tuple[str, dict[str, Any]]:
         """(program reference, params) of `slot` in the spec."""

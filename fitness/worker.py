@@ -9,7 +9,6 @@ cannot keep it alive.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import resource
@@ -22,6 +21,7 @@ from typing import Any
 # Imported first, at the worker's start, before any candidate code can run: the harness
 # measures with these clocks, and a candidate that replaces one is rejected.
 from fitness.clock import clocks_replaced, perf_counter
+from fitness.jobs import StageRun, WorkerJob
 
 
 def isolate(config: dict[str, Any]) -> None:
@@ -111,24 +111,25 @@ def make_sender(fd: int, nonce: str) -> Callable[[dict[str, Any]], None]:
     return send
 
 
-def _classify(stage: str, e: BaseException) -> dict[str, Any]:
+def _classify(run: StageRun, e: BaseException) -> dict[str, Any]:
+    """The result message of a run whose stage raised: `crashed` if out of memory, else `failed`."""
     tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     text = f"{type(e).__name__}: {e}"
     oom = isinstance(e, MemoryError) or "out of memory" in str(e).lower() or \
         "can't allocate memory" in str(e).lower()
-    return {"type": "result", "stage": stage, "status": "crashed" if oom else "failed",
-            "error": ("out of memory: " if oom else "") + f"{stage} raised {text}"[:2000],
+    return {"type": "result", **run.to_dict(), "status": "crashed" if oom else "failed",
+            "error": ("out of memory: " if oom else "") + f"{run.label} raised {text}"[:2000],
             "metrics": {}, "artifacts": {"traceback": tb[-4000:]}}
 
 
-def _preload(job: dict[str, Any]) -> None:
+def _preload(job: WorkerJob) -> None:
     """Import the harness, the engine and every seed program of the job before candidates run."""
     from fitness import integrity
 
-    integrity.preimport([s.partition("@")[0] for s in job.get("stages") or []])
+    integrity.preimport(job.stage_names)
     try:
         from runtime_modules.slots import load_slot
-        for spec in (job.get("spec"), job.get("baseline")):
+        for spec in (job.spec, job.baseline):
             for slot, choice in ((spec or {}).get("slots") or {}).items():
                 if str(choice.get("program", "")).startswith("seed:"):
                     load_slot(slot, choice["program"], dict(choice.get("params") or {}))
@@ -136,7 +137,7 @@ def _preload(job: dict[str, Any]) -> None:
         pass
 
 
-def run_stages(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
+def run_stages(job: WorkerJob, send: Callable[[dict[str, Any]], None],
                changed: Callable[[], list[str]] = list) -> None:
     """Run the job's stages in order, stopping at the first that does not pass.
 
@@ -145,20 +146,19 @@ def run_stages(job: dict[str, Any], send: Callable[[dict[str, Any]], None],
     """
     from fitness.stages import WORKER_STAGES, WorkerContext
 
-    first = WorkerContext.from_job(job)
-    for stage in job["stages"]:  # `bench@W`: the bench stage on workload W instead of the job's
-        name, _, workload = stage.partition("@")
-        ctx = dataclasses.replace(first, workload=workload) if workload else first
-        send({"type": "start", "stage": stage})
+    for run in job.runs:
+        ctx = WorkerContext.from_job(job, run)
+        send({"type": "start", **run.to_dict()})
         t0 = perf_counter()
-        fn = WORKER_STAGES.get(name)
+        fn = WORKER_STAGES.get(run.name)
         try:
             if fn is None:
-                raise ValueError(f"unknown stage {name!r}; worker stages: {sorted(WORKER_STAGES)}")
+                raise ValueError(f"unknown stage {run.name!r}; worker stages: "
+                                 f"{sorted(WORKER_STAGES)}")
             res = fn(ctx)
-            msg = {"type": "result", **res.to_dict(), "stage": stage}
+            msg = {"type": "result", **res.to_dict(), **run.to_dict()}
         except BaseException as e:  # noqa: BLE001 - SystemExit etc. from candidates too
-            msg = _classify(stage, e)
+            msg = _classify(run, e)
         replaced = clocks_replaced()
         patched = changed()
         if replaced:
@@ -212,9 +212,9 @@ def main() -> None:
         from fitness import integrity
         if config.get("preimport"):  # a worker started ahead: before the job comes
             integrity.preimport(config["preimport"])
-        job = json.loads(_read_all(job_fd))
+        job = WorkerJob.from_dict(json.loads(_read_all(job_fd)))
         os.close(job_fd)
-        if job.get("stages") != ["static"]:
+        if job.stage_names != ["static"]:
             _preload(job)
             integrity.CURRENT = integrity.Snapshot()
         changed = integrity.CURRENT.changed if integrity.CURRENT else (list)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from fitness.channel import protocol_violation
 from fitness.harness import Harness
-from fitness.sandbox import protocol_violation
+from fitness.jobs import StageRun
 from fitness.static import check_static
 
 CANDIDATES = Path(__file__).parent / "candidates"
@@ -54,7 +55,7 @@ def test_static_rejects_interpreter_access_and_patching(code, needle):
 
 
 def test_protocol_allows_only_the_stage_sequence_of_the_job():
-    stages = ["contract", "correctness"]
+    stages = [StageRun("contract"), StageRun("correctness")]
     hello = {"type": "hello"}
 
     def res(stage, status="passed"):
@@ -74,6 +75,19 @@ def test_protocol_allows_only_the_stage_sequence_of_the_job():
         assert protocol_violation(seen, msg, stages), (seen, msg)
 
 
+def test_protocol_tells_a_stage_on_another_workload_from_the_same_stage_on_the_jobs():
+    runs = [StageRun("bench"), StageRun("bench", "kv-pressure-cpu")]
+    first = {"type": "start", "stage": "bench", "workload": None}
+    other = {"type": "start", "stage": "bench", "workload": "kv-pressure-cpu"}
+    passed = {"type": "result", "stage": "bench", "workload": None, "status": "passed"}
+    seen = [{"type": "hello"}, first, passed]
+    assert protocol_violation(seen, other, runs) is None
+    why = protocol_violation(seen, first, runs)  # the job's workload again, not the other
+    assert why and "'bench@kv-pressure-cpu' next" in why
+    forged = {**passed, "workload": "kv-pressure-cpu"}  # a result for the run not started
+    assert protocol_violation(seen[:2], forged, runs)
+
+
 def test_a_harness_removes_its_own_program_dir():
     h = Harness(device="cpu")
     path = h.program_dir
@@ -84,12 +98,12 @@ def test_a_harness_removes_its_own_program_dir():
 
 
 def test_a_worker_that_dies_between_stages_leaves_a_crash_not_a_pass():
-    from fitness.harness import _stage_results
-    from fitness.sandbox import SandboxRun
+    from fitness.channel import SandboxRun
+    from fitness.outcome import stage_results
     run = SandboxRun(messages=[{"type": "hello"}, {"type": "start", "stage": "contract"},
                                {"type": "result", "stage": "contract", "status": "passed",
                                 "metrics": {}, "artifacts": {}}], returncode=-6)
-    out = _stage_results(run, ["contract", "correctness", "bench"])
+    out = stage_results(run, [StageRun("contract"), StageRun("correctness"), StageRun("bench")])
     assert [(r.stage, r.status) for r in out] == [("contract", "passed"),
                                                   ("correctness", "crashed")]
     assert "SIGABRT" in out[1].error and "after contract passed" in out[1].error

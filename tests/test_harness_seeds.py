@@ -33,7 +33,7 @@ def test_seed_runtime_passes_every_stage_and_is_recorded(tmp_path):
     h2 = Harness(store=store, device="cpu")
     d = h2._resolve(spec)
     missing = [s for s, c in d["slots"].items()
-               if h2._cached_contract(s, d, h2._code(s, c["program"])) is None]
+               if h2.slot_cache.cached_contract(s, d, h2._code(s, c["program"])) is None]
     assert missing == []
     again = h2.evaluate(spec, stages=("static", "contract"))
     assert again.stage("contract").metrics.get("cached")

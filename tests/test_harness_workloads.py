@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fitness import sandbox
 from fitness.harness import Harness
+from fitness.jobs import StageRun
 from fitness.result import StageResult
 from population_db import Store
 
@@ -21,7 +22,7 @@ def test_two_workloads_run_in_one_worker_and_are_recorded_per_workload(tmp_path,
     real = sandbox.run_worker
 
     def counting(job, timeouts, **k):
-        workers.append(list(job["stages"]))
+        workers.append(job.runs)
         limits.append(dict(timeouts))
         return real(job, timeouts, **k)
 
@@ -29,8 +30,9 @@ def test_two_workloads_run_in_one_worker_and_are_recorded_per_workload(tmp_path,
     h = Harness(store=store, device="cpu", options=OPTS, timeouts={"bench": 200.0})
     reports = h.evaluate_workloads(spec, ("static", "contract", "correctness", "bench"), WLS,
                                    runtime_id=rt.id, run_id=run.id)
-    assert workers == [["contract", "correctness", "bench", "bench@kv-pressure-cpu"]]
-    assert limits[0]["bench@kv-pressure-cpu"] == limits[0]["bench"] == 200.0
+    assert workers == [(StageRun("contract"), StageRun("correctness"), StageRun("bench"),
+                        StageRun("bench", "kv-pressure-cpu"))]
+    assert limits[0]["bench"] == 200.0  # the limit of every bench run, whatever its workload
     assert [r.workload for r in reports] == WLS
     assert [s.stage for s in reports[1].stages] == ["bench"], reports[1].to_dict()
     assert all(r.status == "passed" for r in reports), [r.to_dict() for r in reports]
@@ -43,10 +45,11 @@ def test_two_workloads_run_in_one_worker_and_are_recorded_per_workload(tmp_path,
 
 
 def test_a_failure_on_a_later_workload_is_its_report_and_ends_the_list(monkeypatch):
-    def fake(self, job, stages):
-        assert stages == ["bench", "bench@b", "bench@c"]
+    def fake(self, job):
+        assert job.runs == (StageRun("bench"), StageRun("bench", "b"), StageRun("bench", "c"))
+        assert job.workload == "a"
         return [StageResult("bench", "passed", {"tok_s": 1.0}),
-                StageResult("bench@b", "failed", {}, "bench@b: wrong output")]
+                StageResult("bench", "failed", {}, "bench@b: wrong output")]
 
     monkeypatch.setattr(Harness, "_run_worker", fake)
     monkeypatch.setattr(Harness, "_workload_hash", lambda self, name: f"h-{name}")
@@ -57,7 +60,7 @@ def test_a_failure_on_a_later_workload_is_its_report_and_ends_the_list(monkeypat
 
 
 def test_a_failure_on_the_first_workload_leaves_the_others_out(monkeypatch):
-    def fake(self, job, stages):
+    def fake(self, job):
         return [StageResult("correctness", "failed", {}, "token 3 differs")]
 
     monkeypatch.setattr(Harness, "_run_worker", fake)

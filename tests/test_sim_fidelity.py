@@ -154,7 +154,7 @@ def test_sim_stage_in_the_harness_reports_a_ratio_against_the_cached_seed() -> N
     h = Harness(device="cpu")
     calls = []
     real_run = h._run_worker
-    h._run_worker = lambda job, names: calls.append(job["spec"]) or real_run(job, names)
+    h._run_worker = lambda job: calls.append(job.spec) or real_run(job)
     seed = {"slots": {"scheduler": {"program": "seed:scheduler/fcfs"}}}
     other = {"slots": {"scheduler": {"program": "seed:scheduler/chunked"}}}
     rep = h.evaluate(seed, stages=("sim",), workload="shared-prefix-cpu", baseline=seed)
