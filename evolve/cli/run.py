@@ -110,12 +110,7 @@ def _choice_rows(c: dict[str, Any] | None) -> list[tuple[str, Any]]:
         return []
     how = "bandit (Thompson)" if c["bandit"] else "by weight"
     rows: list[tuple[str, Any]] = [("search / operator choice", f"{c['method']} / {how}")]
-    for a in c["arms"]:
-        text = (f"{a['pulls']} pulls, {a['improved']} improved, mean reward "
-                f"{a['mean_reward']:.3g}/s, p(next) {a['probability']:.2f} "
-                f"(prior {a['prior']:.2f})")
-        rows.append((f"  {a['arm']}", text))
-    for a in c.get("variations") or []:  # how gp changes an expression
+    for a in [*c["arms"], *(c.get("variations") or [])]:  # then how gp changes an expression
         text = (f"{a['pulls']} pulls, {a['improved']} improved, mean reward "
                 f"{a['mean_reward']:.3g}/s, p(next) {a['probability']:.2f} "
                 f"(prior {a['prior']:.2f})")
