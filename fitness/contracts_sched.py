@@ -38,7 +38,7 @@ class _Config:
 
 def _config(**kw: int) -> Any:
     try:
-        from runtime_modules.config import SchedulerConfig  # type: ignore[attr-defined]
+        from runtime_modules.sched_config import SchedulerConfig
         return SchedulerConfig(**kw)
     except ImportError:
         return _Config(**kw)

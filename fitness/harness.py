@@ -305,16 +305,46 @@ class Harness:
             spare = spawn_worker(self.limits, cpu_only, env, preimport=list(STAGES))
             with self._spare_lock:
                 self._spare.append(spare)
-        run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
-                         limits=self.limits, cpu_only=cpu_only, env_extra=env, judge=judge,
-                         worker=worker)
-        self.last_run = run
-        results = stage_results(run, job.runs)
+        if worker is None and len(job.runs) > 1 and job.runs[0].name == "contract":
+            results = self._contract_first(job, env, cpu_only, judge)
+        else:
+            run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
+                             limits=self.limits, cpu_only=cpu_only, env_extra=env,
+                             judge=judge, worker=worker)
+            self.last_run = run
+            results = stage_results(run, job.runs)
         if job.runs and job.runs[0].name == "contract" and results and \
                 results[0].stage == "contract" and results[0].status in ("passed", "failed"):
             codes = {s: self._code(s, job.spec["slots"][s]["program"]) for s in job.slots}
             self.slot_cache.remember_contract(job.spec, codes, results[0])
         return results
+
+    def _contract_first(self, job: WorkerJob, env: dict[str, str], cpu_only: bool,
+                        judge: Any) -> list[StageResult]:
+        """`job` (contract first, no worker started ahead) as two workers: the contract in
+        one that imports no engine or torch when the slots are the scheduler's or the cache
+        policy's, while the one for the later stages starts (imports and all) beside it.
+        A rejection then costs a light process start, not a torch import; a pass costs
+        about what one worker did. The second worker is killed if the contract fails."""
+        head = dataclasses.replace(job, runs=job.runs[:1])
+        tail = dataclasses.replace(job, runs=job.runs[1:])
+        later = spawn_worker(self.limits, cpu_only, env, preimport=tail.stage_names)
+        try:
+            run = run_worker(head, self.timeouts, startup_timeout_s=self.startup_timeout_s,
+                             limits=self.limits, cpu_only=cpu_only, env_extra=env)
+            self.last_run = run
+            results = stage_results(run, head.runs)
+            if len(results) != 1 or results[0].status != "passed":
+                return results
+            worker, later = later, None
+        finally:
+            if later is not None:
+                discard_worker(later)
+        run = run_worker(tail, self.timeouts, startup_timeout_s=self.startup_timeout_s,
+                         limits=self.limits, cpu_only=cpu_only, env_extra=env, judge=judge,
+                         worker=worker)
+        self.last_run = run
+        return results + stage_results(run, tail.runs)
 
     def close(self) -> None:
         """Stop the worker started ahead, if any (also done when the harness is collected)."""

@@ -1,8 +1,11 @@
 """Detect candidate code that patched the harness, the engine, torch or the clock in-process.
 
-The worker imports everything it will judge with, then records the identity of every
-function (and its code object) and every class attribute in the watched modules, before
-any candidate code runs. After each stage it compares: a candidate that replaced
+The worker imports everything its stages will judge with, then records the identity of
+every function (and its code object) and every class attribute in the watched modules,
+before any candidate code runs. A job of the scheduler's or cache policy's `contract`
+alone judges with neither the engine nor torch, so it imports neither (see
+`preimport_names`); the later stages run in another worker that imports them before it
+loads the candidate again (fitness/harness.py, `_contract_first`). After each stage it compares: a candidate that replaced
 `fitness.benchstage._timed`, `LLM.step`, `torch.Tensor.tolist`, `time.monotonic_ns` or a
 baseline program's method is rejected, naming what it changed. The clock the bench times
 with is `fitness.clock`, imported by the worker before anything else, so it is the
@@ -109,21 +112,39 @@ _MISSING = object()
 CURRENT: Snapshot | None = None  # the worker's snapshot; benchstage extends it
 
 
-def preimport(stages: list[str]) -> None:
-    """Import what the stages will judge with, so it is recorded before candidates run."""
-    import importlib
+# what a scheduler or cache-policy contract judges with: no torch (`sds eval` of a
+# scheduler that the contract rejects starts in ~0.5 s instead of ~4 s)
+_CONTRACT_MODULES = ["fitness.stages", "fitness.result", "fitness.contracts_sched",
+                     "runtime_modules", "runtime_modules.slots", "runtime_modules.programs",
+                     "runtime_modules.sched_config", "runtime_modules.block_manager",
+                     "runtime_modules.sequence"]
+_ENGINE_MODULES = ["fitness.contracts_kernels", "runtime_modules.engine", "runtime_modules.llm",
+                   "runtime_modules.reference", "torch"]
+_SCHED_SLOTS = frozenset({"scheduler", "cache_policy"})
 
-    names = ["fitness.stages", "fitness.result", "fitness.contracts_sched",
-             "fitness.contracts_kernels", "runtime_modules", "runtime_modules.engine", "runtime_modules.llm",
-             "runtime_modules.slots", "runtime_modules.programs", "runtime_modules.reference",
-             "runtime_modules.block_manager", "runtime_modules.sequence", "torch"]
+
+def preimport_names(stages: list[str], slots: list[str] | None = None) -> list[str]:
+    """The modules the stages will judge with. Only `static`/`contract` on scheduler and
+    cache-policy slots need neither the engine nor torch; `slots=None` means any slot."""
+    names = list(_CONTRACT_MODULES)
+    light = set(stages) <= {"static", "contract"} and slots is not None \
+        and set(slots) <= _SCHED_SLOTS
+    if not light:
+        names += _ENGINE_MODULES
     if "sim" in stages:
         names += ["fitness.sim", "fitness.costmodel", "fitness.workloads", "fitness.traces",
                   "fitness.correctness", "runtime_modules.models"]
     if {"correctness", "quick_bench", "bench"} & set(stages):
         names += ["fitness.correctness", "fitness.benchstage", "fitness.bench", "fitness.floor",
                   "fitness.workloads", "runtime_modules.models"]
-    for name in names:
+    return names
+
+
+def preimport(stages: list[str], slots: list[str] | None = None) -> None:
+    """Import what the stages will judge with, so it is recorded before candidates run."""
+    import importlib
+
+    for name in preimport_names(stages, slots):
         try:
             importlib.import_module(name)
         except ImportError:

@@ -126,11 +126,16 @@ def _preload(job: WorkerJob) -> None:
     """Import the harness, the engine and every seed program of the job before candidates run."""
     from fitness import integrity
 
-    integrity.preimport(job.stage_names)
+    integrity.preimport(job.stage_names, list(job.slots))
+    # a contract-only job judges its own slots alone: other slots' seeds (kernels: torch,
+    # triton) would only slow its start
+    only = set(job.slots) if set(job.stage_names) <= {"static", "contract"} else None
     try:
         from runtime_modules.slots import load_slot
         for spec in (job.spec, job.baseline):
             for slot, choice in ((spec or {}).get("slots") or {}).items():
+                if only is not None and slot not in only:
+                    continue
                 if str(choice.get("program", "")).startswith("seed:"):
                     load_slot(slot, choice["program"], dict(choice.get("params") or {}))
     except Exception:  # noqa: BLE001, S110 - the stage that needs it reports the real error

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from runtime_modules.sched_config import SchedulerConfig  # noqa: F401 - re-exported; torch-free home
+
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -216,14 +218,3 @@ class ModelConfig:
                  rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
                  dtype=str(dtype).replace("torch.", ""), use_cache=True)
         return d
-
-
-@dataclass(slots=True)
-class SchedulerConfig:
-    """The limits a scheduler must respect (what the scheduler slot's constructor gets)."""
-
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    max_model_len: int
-    block_size: int
-    num_kv_blocks: int

@@ -31,10 +31,20 @@ def test_results_forged_ahead_for_later_stages_are_rejected():
     assert report.stage("bench") is None and "tok_s" not in report.metrics
 
 
-def test_patching_engine_torch_and_clock_is_rejected_naming_them():
-    report = _eval("patch_engine.py", ("contract",))
+def test_patching_the_clock_is_rejected_at_the_contract_naming_it():
+    report = _eval("patch_engine.py", ("contract", "correctness"))
     assert report.status == "rejected", report.to_dict()
-    for name in ("monotonic_ns", "LLM.step", "Tensor.tolist"):
+    assert report.stages[-1].stage == "contract" and "monotonic_ns" in report.error
+
+
+def test_patching_engine_and_torch_is_rejected_by_the_stage_that_runs_them():
+    # the contract runs in a worker without the engine or torch (nothing there to patch);
+    # the correctness worker imports both before the candidate, so the patch is seen
+    report = _eval("patch_engine_torch.py", ("contract", "correctness"))
+    assert report.status == "rejected", report.to_dict()
+    assert [(s.stage, s.status) for s in report.stages] == [("contract", "passed"),
+                                                            ("correctness", "rejected")]
+    for name in ("LLM.step", "Tensor.tolist"):
         assert name in report.error, report.error
 
 
