@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deap import base, tools
+if TYPE_CHECKING:  # deap (and numpy under it) load on first ranking: `sds runs` needs neither
+    from deap import base
 
 Objectives = list[tuple[str, float]]  # (metric, +1.0 maximise / -1.0 minimise)
 
@@ -74,6 +75,8 @@ class _Ind:
 
 
 def _individuals(members: list[Member], objectives: Objectives) -> list[_Ind]:
+    from deap import base
+
     weights = tuple(w for _, w in objectives)
     fit_cls = type("SdsFitness", (base.Fitness,), {"weights": weights})
     inds = []
@@ -85,6 +88,8 @@ def _individuals(members: list[Member], objectives: Objectives) -> list[_Ind]:
 
 
 def _ranked(members: list[Member], objectives: Objectives, method: str) -> list[_Ind]:
+    from deap import tools
+
     inds = _individuals(members, objectives)
     if method == "nsga2" and len(objectives) > 1:
         # Non-dominated fronts, crowding distance inside each: the NSGA-II order.
@@ -106,6 +111,8 @@ def rank(members: list[Member], objectives: Objectives, method: str = "tournamen
 
 def pareto_front(members: list[Member], objectives: Objectives) -> list[Member]:
     """The first non-dominated front of the eligible members."""
+    from deap import tools
+
     inds = _individuals(members, objectives)
     if not inds:
         return []
