@@ -186,7 +186,7 @@ def test_lineage_labels_seed_programs_and_skips_duplicate_rows(run, capsys):
 
 
 def test_a_lower_is_better_objective_reads_the_same_everywhere(tmp_path, capsys):
-    rng = random.Random()
+    rng = random.Random(random.getrandbits(64))  # replays with the printed SDS_TEST_SEED
     db = f"sqlite:///{tmp_path}/min.db"
     store = Store.open(db)
     run, _ = store.get_or_create_run("min", {"selection": {"objectives": ["peak_mem:min"]},
