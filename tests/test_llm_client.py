@@ -61,12 +61,12 @@ def test_client_error_is_not_retried():
 
 
 def test_timeout_is_recorded_as_an_error():
-    with FakeLLMServer([Reply(content="late", delay_s=3.0)]) as srv:
+    with FakeLLMServer([Reply(content="late", delay_s=10.0)]) as srv:
         client = LLMClient(settings(srv.base_url, timeout_s=0.3, retries=0))
         result = client.chat("p", random.Random(random.getrandbits(64)))
     (call,) = result.calls
     assert result.text is None and "timeout" in call.error and "timeout" in result.error
-    assert 0.25 < call.latency_s < 2.5
+    assert 0.25 < call.latency_s < 8.0  # cut at the timeout, long before the reply (wide: a busy CPU)
 
 
 def test_budget_refusal_sends_nothing():
