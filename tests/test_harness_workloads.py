@@ -30,7 +30,10 @@ def test_two_workloads_run_in_one_worker_and_are_recorded_per_workload(tmp_path,
     h = Harness(store=store, device="cpu", options=OPTS, timeouts={"bench": 200.0})
     reports = h.evaluate_workloads(spec, ("static", "contract", "correctness", "bench"), WLS,
                                    runtime_id=rt.id, run_id=run.id)
-    assert workers == [(StageRun("contract"), StageRun("correctness"), StageRun("bench"),
+    # the contract alone in a light worker (fitness/harness.py, _contract_first), then
+    # every later stage, both workloads' benches included, in one worker
+    assert workers == [(StageRun("contract"),),
+                       (StageRun("correctness"), StageRun("bench"),
                         StageRun("bench", "kv-pressure-cpu"))]
     assert limits[0]["bench"] == 200.0  # the limit of every bench run, whatever its workload
     assert [r.workload for r in reports] == WLS
