@@ -24,6 +24,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from fitness import integrity
 from fitness.channel import SandboxRun
 from fitness.jobs import StageRun, WorkerJob
 from fitness.oracle import OracleJudge
@@ -305,7 +306,8 @@ class Harness:
             spare = spawn_worker(self.limits, cpu_only, env, preimport=list(STAGES))
             with self._spare_lock:
                 self._spare.append(spare)
-        if worker is None and len(job.runs) > 1 and job.runs[0].name == "contract":
+        if worker is None and len(job.runs) > 1 and job.runs[0].name == "contract" \
+                and integrity.light_contract(job.slots):
             results = self._contract_first(job, env, cpu_only, judge)
         else:
             run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
@@ -321,11 +323,12 @@ class Harness:
 
     def _contract_first(self, job: WorkerJob, env: dict[str, str], cpu_only: bool,
                         judge: Any) -> list[StageResult]:
-        """`job` (contract first, no worker started ahead) as two workers: the contract in
-        one that imports no engine or torch when the slots are the scheduler's or the cache
-        policy's, while the one for the later stages starts (imports and all) beside it.
-        A rejection then costs a light process start, not a torch import; a pass costs
-        about what one worker did. The second worker is killed if the contract fails."""
+        """`job` (contract first, no worker started ahead, scheduler or cache-policy slots
+        only) as two workers: the contract in one that imports no engine or torch, while
+        the one for the later stages starts (imports and all) beside it. A rejection then
+        costs a light process start, not a torch import; a pass costs about what one
+        worker did. The second worker is killed if the contract fails. (A kernel's
+        contract needs torch itself: its job stays in one worker.)"""
         head = dataclasses.replace(job, runs=job.runs[:1])
         tail = dataclasses.replace(job, runs=job.runs[1:])
         later = spawn_worker(self.limits, cpu_only, env, preimport=tail.stage_names)

@@ -123,13 +123,16 @@ _ENGINE_MODULES = ["fitness.contracts_kernels", "runtime_modules.engine", "runti
 _SCHED_SLOTS = frozenset({"scheduler", "cache_policy"})
 
 
+def light_contract(slots: list[str] | tuple[str, ...] | None) -> bool:
+    """Whether the contract of `slots` judges without the engine and torch (`None`: any)."""
+    return slots is not None and set(slots) <= _SCHED_SLOTS
+
+
 def preimport_names(stages: list[str], slots: list[str] | None = None) -> list[str]:
     """The modules the stages will judge with. Only `static`/`contract` on scheduler and
     cache-policy slots need neither the engine nor torch; `slots=None` means any slot."""
     names = list(_CONTRACT_MODULES)
-    light = set(stages) <= {"static", "contract"} and slots is not None \
-        and set(slots) <= _SCHED_SLOTS
-    if not light:
+    if not (set(stages) <= {"static", "contract"} and light_contract(slots)):
         names += _ENGINE_MODULES
     if "sim" in stages:
         names += ["fitness.sim", "fitness.costmodel", "fitness.workloads", "fitness.traces",

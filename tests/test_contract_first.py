@@ -74,8 +74,19 @@ def test_a_passed_contract_goes_on_in_the_worker_started_beside_it(monkeypatch) 
     runs, spawned = _spy(monkeypatch)
     h = Harness(device="cpu")
     spec = {"slots": {"scheduler": {"program": "seed:scheduler/priority"}}}
-    report = h.evaluate(spec, stages=("contract", "correctness"))
+    # the scheduler under test (an all-seed runtime would test every slot, kernels too)
+    report = h.evaluate(spec, stages=("contract", "correctness"), slots=["scheduler"])
     assert report.status == "passed", report.to_dict()
     assert [s.stage for s in report.stages] == ["contract", "correctness"]
     (later,) = spawned
     assert runs == [(["contract"], None), (["correctness"], later)]
+
+
+def test_a_kernel_contract_stays_in_one_worker(monkeypatch) -> None:
+    # a kernel's contract needs torch itself: a light worker would save nothing
+    runs, spawned = _spy(monkeypatch)
+    h = Harness(device="cpu")
+    spec = {"slots": {"rmsnorm": {"program": "seed:rmsnorm/torch_rms"}}}
+    report = h.evaluate(spec, stages=("contract", "correctness"))
+    assert report.status == "passed", report.to_dict()
+    assert runs == [(["contract", "correctness"], None)] and not spawned

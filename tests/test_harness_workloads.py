@@ -30,10 +30,9 @@ def test_two_workloads_run_in_one_worker_and_are_recorded_per_workload(tmp_path,
     h = Harness(store=store, device="cpu", options=OPTS, timeouts={"bench": 200.0})
     reports = h.evaluate_workloads(spec, ("static", "contract", "correctness", "bench"), WLS,
                                    runtime_id=rt.id, run_id=run.id)
-    # the contract alone in a light worker (fitness/harness.py, _contract_first), then
-    # every later stage, both workloads' benches included, in one worker
-    assert workers == [(StageRun("contract"),),
-                       (StageRun("correctness"), StageRun("bench"),
+    # one worker (an all-seed runtime tests every slot, kernels too: no light contract
+    # worker first, see fitness/harness.py `_contract_first`)
+    assert workers == [(StageRun("contract"), StageRun("correctness"), StageRun("bench"),
                         StageRun("bench", "kv-pressure-cpu"))]
     assert limits[0]["bench"] == 200.0  # the limit of every bench run, whatever its workload
     assert [r.workload for r in reports] == WLS
