@@ -310,11 +310,7 @@ class Harness:
                 and integrity.light_contract(job.slots):
             results = self._contract_first(job, env, cpu_only, judge)
         else:
-            run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
-                             limits=self.limits, cpu_only=cpu_only, env_extra=env,
-                             judge=judge, worker=worker)
-            self.last_run = run
-            results = stage_results(run, job.runs)
+            results = self._sandboxed(job, env, cpu_only, judge, worker)
         if job.runs and job.runs[0].name == "contract" and results and \
                 results[0].stage == "contract" and results[0].status in ("passed", "failed"):
             codes = {s: self._code(s, job.spec["slots"][s]["program"]) for s in job.slots}
@@ -333,21 +329,23 @@ class Harness:
         tail = dataclasses.replace(job, runs=job.runs[1:])
         later = spawn_worker(self.limits, cpu_only, env, preimport=tail.stage_names)
         try:
-            run = run_worker(head, self.timeouts, startup_timeout_s=self.startup_timeout_s,
-                             limits=self.limits, cpu_only=cpu_only, env_extra=env)
-            self.last_run = run
-            results = stage_results(run, head.runs)
+            results = self._sandboxed(head, env, cpu_only, None, None)
             if len(results) != 1 or results[0].status != "passed":
                 return results
             worker, later = later, None
         finally:
             if later is not None:
                 discard_worker(later)
-        run = run_worker(tail, self.timeouts, startup_timeout_s=self.startup_timeout_s,
+        return results + self._sandboxed(tail, env, cpu_only, judge, worker)
+
+    def _sandboxed(self, job: WorkerJob, env: dict[str, str], cpu_only: bool, judge: Any,
+                   worker: Worker | None) -> list[StageResult]:
+        """One sandboxed worker run of `job` (on `worker` if given): its stage results."""
+        run = run_worker(job, self.timeouts, startup_timeout_s=self.startup_timeout_s,
                          limits=self.limits, cpu_only=cpu_only, env_extra=env, judge=judge,
                          worker=worker)
         self.last_run = run
-        return results + stage_results(run, tail.runs)
+        return stage_results(run, job.runs)
 
     def close(self) -> None:
         """Stop the worker started ahead, if any (also done when the harness is collected)."""

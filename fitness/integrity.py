@@ -5,13 +5,14 @@ every function (and its code object) and every class attribute in the watched mo
 before any candidate code runs. A job of the scheduler's or cache policy's `contract`
 alone judges with neither the engine nor torch, so it imports neither (see
 `preimport_names`); the later stages run in another worker that imports them before it
-loads the candidate again (fitness/harness.py, `_contract_first`). After each stage it compares: a candidate that replaced
-`fitness.benchstage._timed`, `LLM.step`, `torch.Tensor.tolist`, `time.monotonic_ns` or a
-baseline program's method is rejected, naming what it changed. The clock the bench times
-with is `fitness.clock`, imported by the worker before anything else, so it is the
-interpreter's own and is recorded here like the rest. This is defence in depth
-next to `static` and the process boundary: code that deliberately walks the interpreter
-(frames, gc) can still defeat any in-process check, which is why `static` forbids that.
+loads the candidate again (fitness/harness.py, `_contract_first`). After each stage it
+compares: a candidate that replaced `fitness.benchstage._timed`, `LLM.step`,
+`torch.Tensor.tolist`, `time.monotonic_ns` or a baseline program's method is rejected,
+naming what it changed. The clock the bench times with is `fitness.clock`, imported by the
+worker before anything else, so it is the interpreter's own and is recorded here like the
+rest. This is defence in depth next to `static` and the process boundary: code that
+deliberately walks the interpreter (frames, gc) can still defeat any in-process check,
+which is why `static` forbids that.
 """
 
 from __future__ import annotations
