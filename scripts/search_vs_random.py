@@ -143,21 +143,23 @@ def main(argv: list[str] | None = None) -> int:
         db = f"sqlite:///{path}"
     curves: dict[tuple[str, int], list[float | None]] = {}
     metric, sign = "", 1.0
+    store = Store.open(db)  # reads the curves; each run writes through its own
+    there = {r.name for r in store.list_runs()}
     for seed in range(args.seeds):
         for method in METHODS:
             cfg = load_config(args.config, overrides(method, seed, args.evaluations, args.set))
             metric, sign = cfg.selection.parsed_objectives()[0]
             name = f"svr-{method}-{seed}"
             if args.report_only:
-                store = Store.open(db)
-                if name in {r.name for r in store.list_runs()}:
+                if name in there:
                     curves[(method, seed)] = best_so_far(store, store.get_run(name).id, metric,
                                                          sign)
                 continue
             outcome, _ = launch(cfg, name=name, db=db, runs_csv=None, progress=False)
-            curves[(method, seed)] = best_so_far(Store.open(db), outcome.run_id, metric, sign)
+            curves[(method, seed)] = best_so_far(store, outcome.run_id, metric, sign)
             log.info("%s: %s after %d evaluations (%s), best %s %s", name, outcome.status,
                      outcome.evaluations, outcome.reason, metric, curves[(method, seed)][-1])
+    store.close()
     out = Path(args.out)
     write_csv(out.with_suffix(".csv"), curves)
     if not plot(out.with_suffix(".png"), curves, metric):
