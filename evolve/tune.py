@@ -203,7 +203,7 @@ def tune_runtime(store: Store, runtime_id: int, trials: int = 20,
     space = search_space(spec, device, fixed)
     name = study_name or study_name_for(rt.id, workload, scoring.fidelity, scoring.metric,
                                         scoring.direction)
-    study = _open_study(_storage_url(store), name, scoring, space, seed, heartbeat_s)
+    study, storage = _open_study(_storage_url(store), name, scoring, space, seed, heartbeat_s)
 
     def evaluate(cand: Any) -> Any:
         # The tuned runtime is the baseline: bench interleaves the two, so each trial also
@@ -212,14 +212,16 @@ def tune_runtime(store: Store, runtime_id: int, trials: int = 20,
         return harness.evaluate(cand, stages=stages, workload=workload, model=model,
                                 baseline=spec)
 
-    objective = _objective(evaluate, spec, space, device, scoring)
+    objective = _objective(evaluate, spec, space, device, scoring,
+                           storage if heartbeat_s else None)
     _optimize(study, objective, trials, timeout_s, scoring, progress, f"tune rt{rt.id}")
     return _finish(store, study, rt, spec, space, workload, device, trials, scoring, harness)
 
 
 def _open_study(url: str, name: str, scoring: Scoring, space: list[Param], seed: int,
-                heartbeat_s: int | None) -> optuna.Study:
-    """The study `name` (created or resumed), its first trial the runtime's own parameters."""
+                heartbeat_s: int | None) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """The study `name` (created or resumed), its first trial the runtime's own parameters,
+    and the storage it lives in."""
     with setup_lock(url):
         storage = open_storage(url, heartbeat_s)
         study = optuna.create_study(study_name=name, storage=storage,
@@ -238,15 +240,28 @@ def _open_study(url: str, name: str, scoring: Scoring, space: list[Param], seed:
                                                constant_liar=salt != 0)
     if heartbeat_s:
         fail_orphans(study, storage, 2 * heartbeat_s)
-    return study
+    return study, storage
 
 
 def _objective(evaluate: Callable[[Any], Any], spec: RuntimeSpec, space: list[Param],
-               device: str, scoring: Scoring) -> Callable[[optuna.Trial], float]:
-    """Optuna's objective: one harness evaluation per trial; a failed one raises TrialFailed."""
+               device: str, scoring: Scoring,
+               heartbeat: optuna.storages.RDBStorage | None = None,
+               ) -> Callable[[optuna.Trial], float]:
+    """Optuna's objective: one harness evaluation per trial; a failed one raises TrialFailed.
+
+    With `heartbeat` (a storage with heartbeats on), the trial's first heartbeat is written
+    before it is marked `sds_started`: Optuna's own heartbeat thread races the objective, and
+    Optuna's stale check skips a RUNNING trial that has no heartbeat at all, so a process
+    killed after the mark but before that thread's first write would leave the trial RUNNING
+    for ever (neither the stale check nor `fail_orphans` would fail it).
+    """
     ratio_key = "modeled_ratio" if scoring.fidelity == "sim" else "ratio"
 
     def objective(trial: optuna.Trial) -> float:
+        if heartbeat is not None:
+            study_id = heartbeat.get_study_id_from_name(trial.study.study_name)
+            heartbeat.record_heartbeat(
+                heartbeat.get_trial_id_from_study_id_trial_number(study_id, trial.number))
         trial.set_user_attr("sds_started", True)  # see tune_study.fail_orphans
         values = {p.name: suggest(trial, p) for p in space}
         report = evaluate(apply_params(spec, space, values, device))

@@ -162,6 +162,49 @@ def test_tuning_resumes_after_kill_without_repeating_finished_trials(tmp_path):
     assert res.best_value >= res.default_value
 
 
+_DIES_UNBEATEN = textwrap.dedent("""
+    import contextlib, os, sys
+    sys.path.insert(0, {tests!r})
+    import optuna.study._optimize as opt
+    # Optuna's heartbeat thread never gets to write: the process dies first.
+    opt.get_heartbeat_thread = lambda *a, **k: contextlib.nullcontext()
+    from test_tune import FakeHarness
+    from evolve.tune import tune_runtime
+    from population_db import Store
+
+    class Dies(FakeHarness):
+        def evaluate(self, spec, **kw):
+            if len(self.calls) == {n}:
+                os._exit(9)
+            return super().evaluate(spec, **kw)
+
+    tune_runtime(Store.open({url!r}), {rid}, trials=8, workload={wl!r}, device="cpu",
+                 harness=Dies(32), progress=False, heartbeat_s=1)
+""")
+
+
+def test_trial_killed_before_optunas_first_heartbeat_is_failed_on_resume(tmp_path):
+    # The race behind a CI failure: a kill after the trial was marked started but before
+    # Optuna's heartbeat thread wrote once left that trial RUNNING for ever.
+    url = f"sqlite:///{tmp_path}/sds.db"
+    store, _, rid = _seed_runtime(url)
+    n = random.randint(0, 3)
+    code = _DIES_UNBEATEN.format(tests=str(Path(__file__).parent), url=url, rid=rid,
+                                 wl=WORKLOAD, n=n)
+    proc = subprocess.run([sys.executable, "-c", code], timeout=120)
+    assert proc.returncode == 9
+    study = optuna.load_study(study_name=study_name_for(rid, WORKLOAD), storage=url)
+    (orphan,) = study.get_trials(states=(TrialState.RUNNING,))
+    assert orphan.user_attrs.get("sds_started") and len(finished_trials(study)) == n
+    time.sleep(3.5)  # past the 2 s grace period at SQLite's one-second timestamp resolution
+    res = tune_runtime(store, rid, trials=8, workload=WORKLOAD, harness=FakeHarness(32),
+                       device="cpu", progress=False, heartbeat_s=1)
+    study = optuna.load_study(study_name=study_name_for(rid, WORKLOAD), storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    assert len(finished_trials(study)) == 8 and res.n_complete + res.n_failed == 8
+
+
 def test_tune_cli_unknown_runtime_exit_2(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/sds.db"
     Store.open(url)
