@@ -60,6 +60,7 @@ from evolve.tune_study import (  # noqa: F401  (re-exported: tests and callers u
     TuneResult,
     default_confirm_workload,
     fail_orphans,
+    first_heartbeat,
     finished_trials,
     open_storage,
     parse_metric,
@@ -220,8 +221,7 @@ def tune_runtime(store: Store, runtime_id: int, trials: int = 20,
 
 def _open_study(url: str, name: str, scoring: Scoring, space: list[Param], seed: int,
                 heartbeat_s: int | None) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
-    """The study `name` (created or resumed), its first trial the runtime's own parameters,
-    and the storage it lives in."""
+    """The study `name` (created or resumed, first trial the defaults) and its storage."""
     with setup_lock(url):
         storage = open_storage(url, heartbeat_s)
         study = optuna.create_study(study_name=name, storage=storage,
@@ -249,19 +249,12 @@ def _objective(evaluate: Callable[[Any], Any], spec: RuntimeSpec, space: list[Pa
                ) -> Callable[[optuna.Trial], float]:
     """Optuna's objective: one harness evaluation per trial; a failed one raises TrialFailed.
 
-    With `heartbeat` (a storage with heartbeats on), the trial's first heartbeat is written
-    before it is marked `sds_started`: Optuna's own heartbeat thread races the objective, and
-    Optuna's stale check skips a RUNNING trial that has no heartbeat at all, so a process
-    killed after the mark but before that thread's first write would leave the trial RUNNING
-    for ever (neither the stale check nor `fail_orphans` would fail it).
-    """
+    With `heartbeat`, see `first_heartbeat`."""
     ratio_key = "modeled_ratio" if scoring.fidelity == "sim" else "ratio"
 
     def objective(trial: optuna.Trial) -> float:
         if heartbeat is not None:
-            study_id = heartbeat.get_study_id_from_name(trial.study.study_name)
-            heartbeat.record_heartbeat(
-                heartbeat.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+            first_heartbeat(heartbeat, trial)
         trial.set_user_attr("sds_started", True)  # see tune_study.fail_orphans
         values = {p.name: suggest(trial, p) for p in space}
         report = evaluate(apply_params(spec, space, values, device))

@@ -198,6 +198,18 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
             or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)]
 
 
+def first_heartbeat(storage: optuna.storages.RDBStorage, trial: optuna.Trial) -> None:
+    """Write `trial`'s heartbeat now, before the objective marks it `sds_started`.
+
+    Optuna's stale check skips a RUNNING trial with no heartbeat at all, and its heartbeat
+    thread races the objective: a process killed after the mark but before that thread's
+    first write would leave the trial RUNNING for ever (`fail_orphans` spares marked ones).
+    """
+    study_id = storage.get_study_id_from_name(trial.study.study_name)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id,
+                                                                             trial.number))
+
+
 def fail_orphans(study: optuna.Study, storage: optuna.storages.RDBStorage,
                  grace_s: float) -> None:
     """FAIL trials killed before their objective started (stale-trial checks never see them).
