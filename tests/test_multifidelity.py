@@ -3,8 +3,8 @@ through, and nothing unconfirmed is ranked best."""
 
 from __future__ import annotations
 
-from fitness.result import EvalReport, StageResult
 from evolve.scoring import Confirm, score_runtime
+from fitness.result import EvalReport, StageResult
 from population_db import Store
 
 
