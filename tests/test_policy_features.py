@@ -178,6 +178,8 @@ def test_the_policy_seeds_start_out_as_the_priority_and_scored_seeds(workload: s
 
 
 def test_cached_prefix_blocks_matches_a_walk_of_the_cache_under_random_churn() -> None:
+    # The same probes are asked again every step, as a scheduler ranks its queue: the block
+    # manager's per-sequence memos must follow every commit and eviction between the asks.
     import random
 
     rng = random.Random(7)
@@ -205,3 +207,10 @@ def test_cached_prefix_blocks_matches_a_walk_of_the_cache_under_random_churn() -
                     break
                 walk += 1
             assert bm.cached_prefix_blocks(p) == walk, step
+            hits = 0  # the engine's own hits also compare the tokens
+            for i, h in enumerate(bm.prefix_hashes(p)):
+                b = bm.hash_to_block.get(h)
+                if b is None or bm.block_tokens[b] != tuple(p.token_ids[i * BS:(i + 1) * BS]):
+                    break
+                hits += 1
+            assert bm.num_cached_prefix_tokens(p) == hits * BS, step
