@@ -214,3 +214,67 @@ def test_cached_prefix_blocks_matches_a_walk_of_the_cache_under_random_churn() -
                     break
                 hits += 1
             assert bm.num_cached_prefix_tokens(p) == hits * BS, step
+
+
+def test_answers_for_waiting_requests_follow_the_cache_through_admission_and_preemption() -> None:
+    # The block manager memoizes prefix answers per sequence: for requests the engine
+    # tracks as waiting they must follow every change to their prefix, by other requests
+    # (commits, evictions of unrelated blocks) and by their own blocks computed while
+    # admitted, once preempted.
+    import random
+
+    def walk(bm: BlockManager, p: Sequence) -> tuple[int, int]:
+        whole = hits = 0
+        for i, h in enumerate(bm.prefix_hashes(p)[: (p.num_tokens - 1) // BS]):
+            b = bm.hash_to_block.get(h)
+            if b is None:
+                break
+            whole += 1
+            if hits == i and bm.block_tokens[b] == tuple(p.token_ids[i * BS:(i + 1) * BS]):
+                hits += 1
+        return whole, hits
+
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    bm = BlockManager(24, BS, _Fifo(24))
+    stems = [[rng.randrange(30) for _ in range(20)] for _ in range(3)]
+    waiting = [Sequence(rng.choice(stems)[: rng.randrange(4, 21)] + [99], SamplingParams())
+               for _ in range(6)]
+    for p in waiting:
+        bm.track_waiting(p)
+    running: list[Sequence] = []
+    for step in range(1500):
+        bm.now = step
+        op = rng.random()
+        if op < 0.3 and waiting:  # admit a tracked request (it computes its own prefix)
+            seq = waiting.pop(rng.randrange(len(waiting)))
+            n = seq.num_tokens - bm.num_cached_prefix_tokens(seq)
+            if bm.allocate(seq, n):
+                seq.status = SequenceStatus.RUNNING
+                seq.num_computed_tokens += n
+                bm.commit(seq)
+                running.append(seq)
+            else:
+                waiting.append(seq)
+        elif op < 0.5 and running:  # preempt: waiting again, its blocks cached but free
+            seq = running.pop(rng.randrange(len(running)))
+            bm.preempt(seq)
+            waiting.append(seq)
+        elif op < 0.8:  # an untracked request comes and goes: commits and evictions
+            toks = rng.choice(stems)[: rng.randrange(1, 21)] + [rng.randrange(30)]
+            if rng.random() < 0.5:  # unrelated to any waiting prompt: it only evicts
+                toks = [rng.randrange(100, 10**6) for _ in range(rng.randrange(4, 40))]
+            seq = Sequence(toks, SamplingParams())
+            n = seq.num_tokens - bm.num_cached_prefix_tokens(seq)
+            if bm.allocate(seq, n):
+                seq.num_computed_tokens += n
+                bm.commit(seq)
+                bm.free(seq)
+        elif running:
+            seq = running.pop(rng.randrange(len(running)))
+            bm.free(seq)
+            bm.forget(seq)
+        for p in waiting:
+            whole, hits = walk(bm, p)
+            assert bm.cached_prefix_blocks(p) == whole, (seed, step)
+            assert bm.num_cached_prefix_tokens(p) == hits * BS, (seed, step)
