@@ -21,6 +21,14 @@ between consecutive calls (`free`, `running`, `queue` for `priority`) is the sam
 candidate it ranks: a term in it alone cannot change the order. `add_term` prefers the
 arguments that do vary.
 
+And per argument, the share of those sampled calls whose result changes when that argument
+alone takes the previous call's value (`featuse:<function>:<argument>`): whether the
+expression actually uses it. Written in the code is not the same as used:
+`wait_steps + cached * num_preemptions` names `cached`, but with `num_preemptions` mostly 0
+the result almost never depends on it, so `add_term` may still bring `cached` in as a term
+of its own. (A one-at-a-time sensitivity over sampled inputs; each sampled call is re-run
+once per argument after the simulation, at most `cap` per function.)
+
 Cost: one extra Python call per evolved-function call (~0.1 us of work on top of the call
 itself); measured on full-size shared-prefix, see scripts/bench_fidelity.py's notes.
 Nothing here changes what the functions return.
@@ -36,6 +44,7 @@ from typing import Any
 
 PREFIX = "feat:"
 VARIES = "featvar:"
+USES = "featuse:"
 
 
 class FeatureProbe:
@@ -45,8 +54,9 @@ class FeatureProbe:
         self.every, self.cap = max(1, every), cap
         self.samples: dict[str, list[tuple[tuple[float, ...], float]]] = {}
         self.args: dict[str, tuple[str, ...]] = {}
-        # per function: (the previous call's arguments, a sampled call's arguments)
-        self.previous: dict[str, list[tuple[tuple[Any, ...] | None, tuple[Any, ...]]]] = {}
+        # per function: (the previous call's arguments, a sampled call's arguments, result)
+        self.previous: dict[str, list[tuple[tuple[Any, ...] | None, tuple[Any, ...], Any]]] = {}
+        self.fns: dict[str, Callable[..., Any]] = {}  # the unwrapped functions
         self._restore: list[tuple[ModuleType, str, Callable[..., Any]]] = []
 
     def attach(self, modules: list[ModuleType]) -> None:
@@ -64,6 +74,7 @@ class FeatureProbe:
                     continue
                 self.args[name] = code.co_varnames[: code.co_argcount]
                 self.samples[name] = []
+                self.fns[name] = fn
                 setattr(mod, name, self._wrap(name, fn))
                 self._restore.append((mod, name, fn))
 
@@ -78,7 +89,7 @@ class FeatureProbe:
             state[0] += 1
             if state[0] % every == 0 and len(kept) < cap:
                 kept.append((args, out))
-                pairs.append((state[1], args))
+                pairs.append((state[1], args, out))
             state[1] = args
             return out
 
@@ -107,12 +118,30 @@ class FeatureProbe:
             res = [abs(float(r)) for _, r in rows if _number(r)]
             if res:
                 out[f"{PREFIX}{name}:return"] = statistics.fmean(res)
-            pairs = [(a, b) for a, b in self.previous.get(name, ())
+            pairs = [(a, b, r) for a, b, r in self.previous.get(name, ())
                      if a is not None and len(a) == len(b) == len(names)]
             for i, arg in enumerate(names):
                 if pairs:
-                    out[f"{VARIES}{name}:{arg}"] = sum(a[i] != b[i] for a, b in pairs) / len(pairs)
+                    out[f"{VARIES}{name}:{arg}"] = sum(a[i] != b[i] for a, b, _ in pairs) / len(pairs)
+                    out[f"{USES}{name}:{arg}"] = _use(self.fns[name], pairs, i)
         return out
+
+
+def _use(fn: Callable[..., Any], pairs: list[tuple[tuple[Any, ...], tuple[Any, ...], Any]],
+         i: int) -> float:
+    """Share of sampled calls whose result changes when argument `i` alone takes the previous
+    call's value (a call that raises then counts as changed)."""
+    changed = 0
+    for prev, args, res in pairs:
+        if prev[i] == args[i]:
+            continue
+        swapped = list(args)
+        swapped[i] = prev[i]
+        try:
+            changed += bool(fn(*swapped) != res)
+        except Exception:  # noqa: BLE001 - evolved code: failing on other inputs is a use
+            changed += 1
+    return changed / len(pairs)
 
 
 def _number(v: Any) -> bool:
@@ -127,6 +156,11 @@ def scales_of(metrics: dict[str, Any] | None, function: str) -> dict[str, float]
 def variation_of(metrics: dict[str, Any] | None, function: str) -> dict[str, float]:
     """{argument: share of calls where it differed from the previous call's}."""
     return _of(metrics, f"{VARIES}{function}:")
+
+
+def use_of(metrics: dict[str, Any] | None, function: str) -> dict[str, float]:
+    """{argument: share of calls whose result depends on it} (see `FeatureProbe`)."""
+    return _of(metrics, f"{USES}{function}:")
 
 
 def _of(metrics: dict[str, Any] | None, head: str) -> dict[str, float]:

@@ -9,7 +9,7 @@ import types
 
 from evolve.operators import Candidate, MutationContext, make_operator
 from evolve.operators.gp import _scaled_constant
-from fitness.features import FeatureProbe, scales_of, variation_of
+from fitness.features import FeatureProbe, scales_of, use_of, variation_of
 from fitness.sim import simulate
 from fitness.workloads import get_workload
 
@@ -82,17 +82,59 @@ def test_add_term_mostly_brings_in_a_feature_the_expression_lacks():
     assert share > 0.7, {a: picked.count(a) for a in set(picked)}
 
 
+def test_probe_measures_which_arguments_the_result_depends_on():
+    mod = types.ModuleType("m")
+    exec(PRIORITY.replace("return wait_steps", "return wait_steps + cached * rare"),  # noqa: S102
+         mod.__dict__)
+    probe = FeatureProbe(every=1)
+    probe.attach([mod])
+    for i in range(41):  # cached differs on every call; rare is nonzero on 2 of them
+        mod.priority(float(i), float(1000 + 7 * i), 1.0 if i in (10, 30) else 0.0)
+    probe.detach()
+    uses = use_of(probe.scales(), "priority")
+    assert uses["wait_steps"] == 1.0
+    # cached changes the result only where rare is nonzero: 2 of the 40 calls with a previous
+    assert uses["cached"] == 2 / 40
+    # rare changes it where it differs from the previous call's: calls 10, 11, 30, 31
+    assert uses["rare"] == 4 / 40
+
+
+def test_add_term_counts_a_named_but_unused_feature_as_fresh():
+    code = PRIORITY.replace("return wait_steps", "return wait_steps + cached * rare")
+    varies = {f"featvar:priority:{a}": 1.0 for a in ("wait_steps", "cached", "rare")}
+    op = make_operator("gp", {"mutations": ["add_term"]})
+
+    def picks(metrics: dict) -> list[str]:
+        parent = Candidate(1, 1, "scheduler", code, {"slots": {}}, metrics)
+        return [op.propose(MutationContext(slot="scheduler", contract="", parent=parent,
+                                           rng=random.Random(seed))).note.rsplit("* ", 1)[1]
+                for seed in range(200)]
+
+    # named: every feature counts as used, so the draw is from all three alike
+    named = picks(varies)
+    assert 0.2 < named.count("cached") / len(named) < 0.5, named
+    # measured: the result almost never depends on cached (rare is mostly 0), so it is the
+    # fresh feature and drawn 3 in 4 plus its share of the rest
+    measured = picks({**varies, "featuse:priority:wait_steps": 1.0,
+                      "featuse:priority:cached": 0.01, "featuse:priority:rare": 0.3})
+    assert measured.count("cached") / len(measured) > 0.7, measured
+
+
 def test_sim_reports_scales_without_changing_the_result():
     wl = get_workload("kv-pressure-cpu")  # preempts: `victim` is called too
     plain = simulate(SEED, wl, model="tiny")
     probed = simulate(SEED, wl, model="tiny", features=True)
     feats = {k: v for k, v in probed.items() if k.startswith("feat:")}
-    assert {k: v for k, v in probed.items() if not k.startswith(("feat:", "featvar:"))} == plain
+    assert {k: v for k, v in probed.items()
+            if not k.startswith(("feat:", "featvar:", "featuse:"))} == plain
     # the policy seed's four decisions and the cache score were all seen
     for fn in ("priority", "defer", "victim", "reserve", "score"):
         assert f"feat:{fn}:return" in feats, (fn, sorted(feats))
     assert plain["work_preemptions"] > 0
     assert feats["feat:priority:prompt_len"] > 10
+    # the seed's admission order depends on prompt_len, never on queue (not in it)
+    assert probed["featuse:priority:prompt_len"] > 0.1
+    assert probed["featuse:priority:queue"] == 0.0
     assert feats["feat:reserve:total"] == plain["num_kv_blocks"]  # read at every admission
     # the probe is gone: a second plain run agrees
     assert simulate(SEED, wl, model="tiny") == plain

@@ -34,7 +34,7 @@ from evolve.operators.base import MutationContext, Proposal, Rejected
 from evolve.operators.edits import EditError, check_child
 from evolve.operators.options import check_keys, number
 from fitness import pyast
-from fitness.features import scales_of, variation_of
+from fitness.features import scales_of, use_of, variation_of
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class GPOperator:
         pset = gp_tree.primitive_set(target.args)
         scales = scales_of(ctx.parent.metrics, target.function)
         varies = variation_of(ctx.parent.metrics, target.function)
+        uses = use_of(ctx.parent.metrics, target.function)
         with _DEAP_LOCK:
             tree = gp_tree.to_tree(target.expr, pset)
             other = self._other_tree(ctx, target, pset)
@@ -102,7 +103,7 @@ class GPOperator:
         for _ in range(self.attempts):
             with _DEAP_LOCK:
                 child, how, mirror = self._vary(tree, other, pset, rng, scales, varies,
-                                                ctx.variation)
+                                                ctx.variation, uses)
             if str(child) == parent_key:
                 continue
             if child.height > height_limit:
@@ -149,7 +150,8 @@ class GPOperator:
     def _vary(self, tree: gp.PrimitiveTree, other: gp.PrimitiveTree | None,
               pset: gp.PrimitiveSet, rng: random.Random,
               scales: dict[str, float] | None = None,
-              varies: dict[str, float] | None = None, variation: str | None = None
+              varies: dict[str, float] | None = None, variation: str | None = None,
+              uses: dict[str, float] | None = None,
               ) -> tuple[gp.PrimitiveTree, str, gp.PrimitiveTree | None]:
         """One DEAP variation of a copy of `tree`, drawing only from `rng` (caller holds lock):
         (child, how, the opposite child for `add_term` else None)."""
@@ -168,7 +170,8 @@ class GPOperator:
                     return child, "cxOnePoint", None
                 how = rng.choices(self.mutations, self.mutation_weights)[0]
             if how == "add_term":
-                new, mirror = _add_term(child, pset, rng, scales or {}, varies or {})
+                new, mirror = _add_term(child, pset, rng, scales or {}, varies or {},
+                                        uses or {})
                 return new, "mut_add_term", mirror
             if how == "uniform":
                 (child,) = gp.mutUniform(child, expr=lambda pset, type_: gp.genFull(
@@ -195,10 +198,13 @@ class GPOperator:
 
 
 _VARIATION = {"cxOnePoint": "crossover", **{f"mut_{m}": m for m in MUTATIONS}}
+# an argument the result depends on in fewer of the sampled calls is treated as unused
+MIN_USE = 0.02
 
 
 def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
-              scales: dict[str, float], varies: dict[str, float]
+              scales: dict[str, float], varies: dict[str, float],
+              uses: dict[str, float] | None = None,
               ) -> tuple[gp.PrimitiveTree, gp.PrimitiveTree]:
     """`expr + c * arg`: one more feature, weighted by a fresh constant. Subtree mutations
     rarely bring in an argument the expression lacks with a weight large enough to matter;
@@ -213,12 +219,17 @@ def _add_term(tree: gp.PrimitiveTree, pset: gp.PrimitiveSet, rng: random.Random,
     The feature: mostly (3 in 4) one the expression does not use yet, weighted, when the
     parent's run measured it, by how often it differed between consecutive calls
     (`featvar:*`, floor 0.02): an argument that is the same for every candidate a ranking
-    function compares cannot reorder them.
+    function compares cannot reorder them. "Uses" is what the parent's run measured when it
+    could (`featuse:*`: the result changed with the argument in at least `MIN_USE` of the
+    sampled calls), else what the expression names: `cached * num_preemptions` names
+    `cached` but, with `num_preemptions` mostly 0, does not use it.
 
     Returns the child and its mirror, the same term with the opposite sign."""
     args = list(pset.arguments)
     # an argument terminal's `name` is DEAP's ARG<i>; its `value` is the argument's name
     used = {node.value for node in tree if isinstance(node, gp.Terminal)}
+    if uses:  # named but measured to make (almost) no difference: not used
+        used = {a for a in used if uses.get(a, 1.0) >= MIN_USE}
     fresh = [a for a in args if a not in used]
     # mostly a feature the expression does not use yet: that is what subtrees rarely add
     pool = fresh if fresh and rng.random() < 0.75 else args
