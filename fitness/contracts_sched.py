@@ -25,25 +25,6 @@ class ContractViolation(Exception):
         self.artifacts = artifacts
 
 
-@dataclass(frozen=True, slots=True)
-class _Config:
-    """Stand-in with SchedulerConfig's fields, used when the engine does not export one."""
-
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    max_model_len: int
-    block_size: int
-    num_kv_blocks: int
-
-
-def _config(**kw: int) -> Any:
-    try:
-        from runtime_modules.sched_config import SchedulerConfig
-        return SchedulerConfig(**kw)
-    except ImportError:
-        return _Config(**kw)
-
-
 class _FreeList:
     """A minimal FIFO cache policy for driving schedulers (not the slot under test)."""
 
@@ -96,11 +77,12 @@ def simulate(sched_cls: type, params: dict[str, Any], sc: Scenario, policy: Any 
              ) -> dict[str, Any]:
     """Run `sc` through a scheduler and the real BlockManager, checking every step."""
     from runtime_modules.block_manager import BlockManager
+    from runtime_modules.sched_config import SchedulerConfig
     from runtime_modules.sequence import SamplingParams, Sequence
 
-    cfg = _config(max_num_seqs=sc.max_num_seqs, max_num_batched_tokens=sc.max_num_batched_tokens,
-                  max_model_len=sc.max_model_len, block_size=sc.block_size,
-                  num_kv_blocks=sc.num_kv_blocks)
+    cfg = SchedulerConfig(max_num_seqs=sc.max_num_seqs, max_num_batched_tokens=sc.max_num_batched_tokens,
+                          max_model_len=sc.max_model_len, block_size=sc.block_size,
+                          num_kv_blocks=sc.num_kv_blocks)
     bm = BlockManager(sc.num_kv_blocks, sc.block_size, policy or _FreeList(sc.num_kv_blocks))
     sched = sched_cls(cfg, bm, **params)
     pending = sorted(((a, i, p, m) for i, (a, p, m) in enumerate(sc.requests)),
