@@ -177,6 +177,21 @@ def test_the_policy_seeds_start_out_as_the_priority_and_scored_seeds(workload: s
         {k: v for k, v in b.items() if k.startswith("work_")}
 
 
+def _walk(bm: BlockManager, p: Sequence) -> tuple[int, int]:
+    """(leading prefix blocks of `p` whose hash is cached, of those the leading ones whose
+    tokens also match): what `cached_prefix_blocks` and the engine's hits must say, found
+    by walking the cache afresh."""
+    whole = hits = 0
+    for i, h in enumerate(bm.prefix_hashes(p)[: (p.num_tokens - 1) // BS]):
+        b = bm.hash_to_block.get(h)
+        if b is None:
+            break
+        whole += 1
+        if hits == i and bm.block_tokens[b] == tuple(p.token_ids[i * BS:(i + 1) * BS]):
+            hits += 1
+    return whole, hits
+
+
 def test_cached_prefix_blocks_matches_a_walk_of_the_cache_under_random_churn() -> None:
     # The same probes are asked again every step, as a scheduler ranks its queue: the block
     # manager's per-sequence memos must follow every commit and eviction between the asks.
@@ -201,18 +216,8 @@ def test_cached_prefix_blocks_matches_a_walk_of_the_cache_under_random_churn() -
             seq = live.pop(rng.randrange(len(live)))
             bm.free(seq)
         for p in probes:
-            walk = 0
-            for h in bm.prefix_hashes(p):
-                if h not in bm.hash_to_block:
-                    break
-                walk += 1
-            assert bm.cached_prefix_blocks(p) == walk, step
-            hits = 0  # the engine's own hits also compare the tokens
-            for i, h in enumerate(bm.prefix_hashes(p)):
-                b = bm.hash_to_block.get(h)
-                if b is None or bm.block_tokens[b] != tuple(p.token_ids[i * BS:(i + 1) * BS]):
-                    break
-                hits += 1
+            whole, hits = _walk(bm, p)
+            assert bm.cached_prefix_blocks(p) == whole, step
             assert bm.num_cached_prefix_tokens(p) == hits * BS, step
 
 
@@ -222,17 +227,6 @@ def test_answers_for_waiting_requests_follow_the_cache_through_admission_and_pre
     # (commits, evictions of unrelated blocks) and by their own blocks computed while
     # admitted, once preempted.
     import random
-
-    def walk(bm: BlockManager, p: Sequence) -> tuple[int, int]:
-        whole = hits = 0
-        for i, h in enumerate(bm.prefix_hashes(p)[: (p.num_tokens - 1) // BS]):
-            b = bm.hash_to_block.get(h)
-            if b is None:
-                break
-            whole += 1
-            if hits == i and bm.block_tokens[b] == tuple(p.token_ids[i * BS:(i + 1) * BS]):
-                hits += 1
-        return whole, hits
 
     seed = random.randrange(2**32)
     rng = random.Random(seed)
@@ -275,6 +269,6 @@ def test_answers_for_waiting_requests_follow_the_cache_through_admission_and_pre
             bm.free(seq)
             bm.forget(seq)
         for p in waiting:
-            whole, hits = walk(bm, p)
+            whole, hits = _walk(bm, p)
             assert bm.cached_prefix_blocks(p) == whole, (seed, step)
             assert bm.num_cached_prefix_tokens(p) == hits * BS, (seed, step)
