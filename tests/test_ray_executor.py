@@ -105,7 +105,9 @@ def test_thirty_evaluations_spread_over_the_nodes_each_once(cluster, tmp_path, c
     assert not [r for r in run_evaluations(store, out.run_id, FULL)
                 if r.status in ("pending", "running")]
     nodes = Counter(r.worker for r in finals)
-    assert len(nodes) == 3 and min(nodes.values()) >= 3, nodes  # every node did its share
+    # every node took evaluations; how many each is Ray's placement, which promises no even
+    # split (a fresh-clone CI run on a loaded 2-core machine gave 16, 12 and 2)
+    assert len(nodes) == 3 and min(nodes.values()) >= 1, nodes
     per_node = node_counts(store, out.run_id)
     assert {n["node"]: n["done"] for n in per_node} == dict(nodes)
     assert sum(n["failed"] for n in per_node) == sum(1 for r in finals if r.status != "passed")
